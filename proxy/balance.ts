@@ -1,0 +1,55 @@
+// One try: pick an endpoint with the cluster's balancer, pass the circuit limits, forward through its pool, report health.
+import { MeshError } from '../api/errors.js';
+import type { Clock } from '../api/clock.js';
+import { headerValue } from './headers.js';
+import { forward, type AttemptResult, type RequestBody } from './pool.js';
+import type { TryHandler } from './retry.js';
+
+/** A failed try is fed to EWMA as at least this slow, so a fast-failing endpoint does not look attractive. */
+const FAILURE_PENALTY_MS = 1_000;
+
+export function balanceTry(clock: Clock): TryHandler {
+  return async (ex, t) => {
+    const { cluster } = t;
+    const hashHeader = cluster.hashHeader;
+    const ep = cluster.pick(t.subset, hashHeader === undefined ? undefined : headerValue(ex.req.headers, hashHeader), t.exclude);
+    if (!ep) {
+      const what = t.subset ? `subset "${t.subset}" of service "${cluster.name}"` : `service "${cluster.name}"`;
+      return { kind: 'failed', error: new MeshError('no-healthy-upstream', `no healthy endpoint for ${what}`) };
+    }
+    const admission = cluster.admit(ep);
+    if (admission === 'refused') {
+      return { kind: 'failed', error: new MeshError('circuit-open', `too many pending requests to service "${cluster.name}"`) };
+    }
+    t.exclude.add(ep);
+    const body = ex.body;
+    ep.inflight++;
+    const t0 = clock.now();
+    let result: AttemptResult;
+    try {
+      result = await forward({
+        ex,
+        endpoint: ep,
+        pool: cluster.poolFor(ep),
+        path: ex.path + ex.query,
+        headers: ex.headers,
+        body: (body.kind === 'none' ? null : body.data) as RequestBody,
+        perTryTimeoutMs: t.perTryTimeoutMs,
+        clock,
+        accept: t.accept,
+      }, t.onStart);
+    } finally {
+      ep.inflight--;
+      if (admission === 'queued') cluster.queued--;
+    }
+    const rtt = clock.now() - t0;
+    let ok: boolean;
+    if (result.kind === 'failed') ok = false;
+    else if (result.kind === 'declined') ok = result.status < 500;
+    else ok = ex.res.statusCode < 500;
+    ep.observe(ok ? rtt : Math.max(rtt, FAILURE_PENALTY_MS), clock.now());
+    // A client that went away says nothing about the endpoint's health.
+    if (!ex.clientGone) cluster.report(ep, ok);
+    return result;
+  };
+}

@@ -1,0 +1,77 @@
+// Request bodies: stream by default; buffer up to the replay limit only when a retry or mirror could need the bytes again.
+import type { IncomingMessage } from 'node:http';
+import { MeshError } from '../api/errors.js';
+import type { Exchange } from './exchange.js';
+import type { Handler, Layer } from './pipeline-types.js';
+import { mayRetryRequest } from './retry-policy.js';
+
+export type PreparedBody =
+  /** No body at all: trivially replayable. */
+  | { readonly kind: 'none' }
+  /** Fully read and under the limit: replayable any number of times. */
+  | { readonly kind: 'buffered'; readonly data: Buffer }
+  /** Streamed once: cannot be retried or mirrored. */
+  | { readonly kind: 'stream'; readonly data: AsyncIterable<Buffer> | IncomingMessage };
+
+export const NO_BODY: PreparedBody = Object.freeze({ kind: 'none' });
+
+export function hasBody(req: IncomingMessage): boolean {
+  const cl = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
+}
+
+export function isReplayable(b: PreparedBody): boolean {
+  return b.kind !== 'stream';
+}
+
+/**
+ * Reads up to `limit` bytes; past that, hands back the read prefix plus the rest as one stream, so a large upload is
+ * still forwarded (just not retried) and memory stays bounded.
+ */
+export async function bufferUpTo(req: IncomingMessage, limit: number): Promise<PreparedBody> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > limit) return { kind: 'stream', data: req };
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const it = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  for (;;) {
+    let r: IteratorResult<Buffer>;
+    try {
+      r = await it.next();
+    } catch (err) {
+      throw new MeshError('bad-request', 'client aborted the request body', { cause: err });
+    }
+    if (r.done) return { kind: 'buffered', data: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size) };
+    chunks.push(r.value);
+    size += r.value.length;
+    if (size > limit) {
+      return {
+        kind: 'stream',
+        data: (async function* () {
+          yield* chunks;
+          for (;;) {
+            const next = await it.next();
+            if (next.done) return;
+            yield next.value;
+          }
+        })(),
+      };
+    }
+  }
+}
+
+/**
+ * Prepares the body after routing admitted the request. `Expect: 100-continue` is answered only now, so a client
+ * that would be refused never sends its body (HARDENING.md bad input #10).
+ */
+export function bodyLayer(replayLimit: number): Layer {
+  return (next: Handler): Handler => async (ex: Exchange) => {
+    if (!hasBody(ex.req)) return next(ex);
+    if (ex.req.headers.expect !== undefined) ex.res.writeContinue();
+    const rule = ex.rule;
+    const wantsReplay = rule !== undefined &&
+      ((rule.retry.attempts > 1 && mayRetryRequest(rule.retry, ex.method, true)) || rule.mirror !== undefined);
+    ex.body = wantsReplay ? await bufferUpTo(ex.req, replayLimit) : { kind: 'stream', data: ex.req };
+    return next(ex);
+  };
+}

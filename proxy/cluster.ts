@@ -1,0 +1,205 @@
+// Service → endpoints, health, ejection, pickers and pools; diff-applied per snapshot so warm pools and health survive.
+import type { Pool } from 'undici';
+import type { Clock, Random } from '../api/clock.js';
+import type { Snapshot, ServiceConfig } from '../api/snapshot.js';
+import type { Logger } from '../api/log.js';
+import { createPicker } from './balancer.js';
+import { Endpoint, type Picker } from './endpoint.js';
+import { OutlierDetector } from './outlier.js';
+import { createEndpointPool, type PoolSettings } from './pool.js';
+import { RetryBudget } from './retry-policy.js';
+import type { Telemetry } from './telemetry.js';
+
+/** Linkerd's outbound connect timeout: a dead endpoint should cost a retry, not the whole request budget. */
+export const CONNECT_TIMEOUT_MS = 1_000;
+
+export interface ClusterDeps {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly telemetry: Telemetry;
+  readonly log: Logger;
+  /** TLS client options for an endpoint of this service, or undefined for plain TCP (mTLS plugs in here). */
+  readonly tlsFor?: (service: ServiceConfig, ep: Endpoint) => PoolSettings['tls'];
+}
+
+export class Cluster {
+  private config: ServiceConfig;
+  private endpoints: Endpoint[] = [];
+  private readonly pools = new Map<Endpoint, Pool>();
+  /** Picker per subset name ('' = whole service), rebuilt when membership or health changes. */
+  private pickers = new Map<string, Picker>();
+  private readonly outlier: OutlierDetector;
+  readonly budget: RetryBudget;
+  /** Requests waiting for a connection across all endpoints (the circuit's pending limit). */
+  queued = 0;
+
+  constructor(config: ServiceConfig, private readonly deps: ClusterDeps) {
+    this.config = config;
+    const od = config.policy.outlierDetection;
+    this.outlier = new OutlierDetector(od, deps.clock, {
+      onChange: () => this.rebuildPickers(),
+      onEject: (ep) => {
+        deps.telemetry.ejections.labels(this.name).inc();
+        deps.log.warn('endpoint_ejected', { service: this.name, endpoint: ep.id, until_ms: Math.round(ep.ejectedUntil - deps.clock.now()), times: ep.timesEjected });
+      },
+    });
+    this.budget = new RetryBudget(config.policy.retryBudget, deps.clock);
+    this.update(config);
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  get policy(): ServiceConfig['policy'] {
+    return this.config.policy;
+  }
+
+  /** Applies a new config: endpoints still present keep their pool, load and health; removed ones are closed. */
+  update(config: ServiceConfig): void {
+    const poolChanged = JSON.stringify(config.policy.connectionPool) !== JSON.stringify(this.config.policy.connectionPool) ||
+      config.policy.tls.mode !== this.config.policy.tls.mode;
+    this.config = config;
+    const old = new Map(this.endpoints.map((e) => [e.id, e]));
+    const next: Endpoint[] = [];
+    for (const spec of config.endpoints) {
+      const fresh = new Endpoint(spec);
+      const prev = old.get(fresh.id);
+      if (prev && sameLabels(prev.labels, fresh.labels)) {
+        old.delete(fresh.id);
+        next.push(prev);
+      } else {
+        next.push(fresh);
+      }
+    }
+    for (const gone of old.values()) this.closePool(gone);
+    if (poolChanged) for (const ep of next) this.closePool(ep);
+    this.endpoints = next;
+    this.outlier.setEndpoints(next);
+    this.rebuildPickers();
+  }
+
+  private rebuildPickers(): void {
+    const healthy = this.endpoints.filter((e) => !e.ejected);
+    const { loadBalancer, subsets } = this.config.policy;
+    const deps = { clock: this.deps.clock, random: this.deps.random };
+    const pickers = new Map<string, Picker>([['', createPicker(loadBalancer.policy, healthy, deps)]]);
+    for (const s of subsets) {
+      const members = healthy.filter((e) => Object.entries(s.labels).every(([k, v]) => e.labels[k] === v));
+      pickers.set(s.name, createPicker(loadBalancer.policy, members, deps));
+    }
+    this.pickers = pickers;
+  }
+
+  pick(subset: string, hashKey: string | undefined, exclude: ReadonlySet<Endpoint> | undefined): Endpoint | undefined {
+    return this.pickers.get(subset)?.pick(hashKey, exclude);
+  }
+
+  /** The header a ring-hash policy hashes on, if any. */
+  get hashHeader(): string | undefined {
+    return this.config.policy.loadBalancer.hashOn?.header;
+  }
+
+  poolFor(ep: Endpoint): Pool {
+    let pool = this.pools.get(ep);
+    if (!pool) {
+      const cp = this.config.policy.connectionPool;
+      pool = createEndpointPool(ep, {
+        maxConnections: cp.maxConnections,
+        idleTimeoutMs: cp.idleTimeoutMs,
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        tls: this.deps.tlsFor?.(this.config, ep),
+      });
+      this.pools.set(ep, pool);
+    }
+    return pool;
+  }
+
+  /** Circuit check before dispatch: a request that would queue beyond maxPendingRequests is refused instead. */
+  admit(ep: Endpoint): 'now' | 'queued' | 'refused' {
+    const cp = this.config.policy.connectionPool;
+    if (ep.inflight < cp.maxConnections) return 'now';
+    if (this.queued >= cp.maxPendingRequests) return 'refused';
+    this.queued++;
+    return 'queued';
+  }
+
+  report(ep: Endpoint, ok: boolean): void {
+    if (ok) this.outlier.reportSuccess(ep);
+    else this.outlier.reportFailure(ep);
+  }
+
+  snapshot(): object {
+    const now = this.deps.clock.now();
+    return {
+      service: this.name,
+      loadBalancer: this.config.policy.loadBalancer.policy,
+      queued: this.queued,
+      endpoints: this.endpoints.map((e) => ({
+        address: e.id,
+        labels: e.labels,
+        healthy: !e.ejected,
+        ejected: e.ejected,
+        ejectedForMs: e.ejected ? Math.max(0, Math.round(e.ejectedUntil - now)) : 0,
+        timesEjected: e.timesEjected,
+        inflight: e.inflight,
+        consecutiveFailures: e.consecutiveFailures,
+        latencyMs: Math.round(e.rttAt(now) * 100) / 100,
+      })),
+    };
+  }
+
+  private closePool(ep: Endpoint): void {
+    const pool = this.pools.get(ep);
+    if (!pool) return;
+    this.pools.delete(ep);
+    // Let in-flight requests finish on the old pool; new ones get a fresh pool.
+    pool.close().catch(() => undefined);
+  }
+
+  close(): Promise<void> {
+    this.outlier.close();
+    const all = [...this.pools.values()].map((p) => p.close().catch(() => undefined));
+    this.pools.clear();
+    return Promise.all(all).then(() => undefined);
+  }
+}
+
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
+/** All clusters of a snapshot, updated in place on every new snapshot. */
+export class ClusterSet {
+  private readonly clusters = new Map<string, Cluster>();
+
+  constructor(private readonly deps: ClusterDeps) {}
+
+  apply(snapshot: Snapshot): void {
+    const seen = new Set<string>();
+    for (const svc of snapshot.services) {
+      seen.add(svc.name);
+      const existing = this.clusters.get(svc.name);
+      if (existing) existing.update(svc);
+      else this.clusters.set(svc.name, new Cluster(svc, this.deps));
+    }
+    for (const [name, c] of this.clusters) {
+      if (seen.has(name)) continue;
+      this.clusters.delete(name);
+      void c.close();
+    }
+  }
+
+  get(service: string): Cluster | undefined {
+    return this.clusters.get(service);
+  }
+
+  snapshot(): object {
+    return { clusters: [...this.clusters.values()].map((c) => c.snapshot()) };
+  }
+
+  close(): Promise<void> {
+    return Promise.all([...this.clusters.values()].map((c) => c.close())).then(() => undefined);
+  }
+}

@@ -1,0 +1,41 @@
+// The per-request state carried through the pipeline: small, created by the listener, read by every layer.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { HeaderRecord } from './headers.js';
+import type { PreparedBody } from './body.js';
+import type { CompiledBackend, CompiledRule } from './route.js';
+import type { RouteStats } from './telemetry.js';
+
+export type Direction = 'inbound' | 'outbound';
+
+export interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly direction: Direction;
+  /** Clock ms when the request headers were complete. */
+  readonly start: number;
+  readonly method: string;
+  /** Host without port, lower-cased (outbound routing key). */
+  readonly authority: string;
+  /** Normalized path, without the query. */
+  path: string;
+  /** The query including its leading `?`, or empty. */
+  readonly query: string;
+  /** Request headers already cleaned for the upstream (headers.ts); layers add to it. */
+  readonly headers: HeaderRecord;
+  readonly requestId: string;
+  /** Set by the route layer (outbound) or the listener (inbound). */
+  rule: CompiledRule | undefined;
+  /** The weighted backend (service and subset) chosen for this request. */
+  backend: CompiledBackend | undefined;
+  /** The request body as prepared for forwarding (body.ts); replayable only when buffered under the limit. */
+  body: PreparedBody;
+  stats: RouteStats | undefined;
+  /** Host header to send upstream; the route's rewrite may change it. */
+  upstreamHost: string;
+  /** The caller's service when known (mTLS identity), else "unknown". */
+  sourceService: string;
+  /** True once response headers were sent to the client: from then on no retry and no error response. */
+  committed: boolean;
+  /** Aborted by the client before the response finished. */
+  clientGone: boolean;
+}

@@ -1,0 +1,191 @@
+// The listeners: accept inbound and outbound HTTP/1.1, enforce parser limits, validate the target, build the exchange.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { MeshError } from '../api/errors.js';
+import type { Clock } from '../api/clock.js';
+import type { Logger } from '../api/log.js';
+import { NO_BODY } from './body.js';
+import type { Direction, Exchange } from './exchange.js';
+import { newRequestId, requestHeadersForUpstream } from './headers.js';
+import { normalizePath } from './path.js';
+import type { Handler } from './pipeline-types.js';
+import { respondError } from './respond.js';
+import type { RouteStats } from './telemetry.js';
+
+/** HARDENING.md bad input #3 and #11: explicit limits rather than whatever the runtime defaults to. */
+export const LIMITS = Object.freeze({
+  maxHeaderBytes: 16 * 1024,
+  maxHeaderCount: 100,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 300_000,
+  keepAliveTimeoutMs: 60_000,
+});
+
+export interface ListenerDeps {
+  readonly direction: Direction;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly handler: Handler;
+  /** Where requests refused before routing (bad target, bad path) are counted. */
+  readonly refused: RouteStats;
+}
+
+/** Counts exchanges in flight so a drain can wait for them. */
+export class InFlight {
+  count = 0;
+  draining = false;
+  private waiters: (() => void)[] = [];
+
+  enter(): void {
+    this.count++;
+  }
+
+  leave(): void {
+    if (--this.count === 0) for (const w of this.waiters.splice(0)) w();
+  }
+
+  idle(): Promise<void> {
+    return this.count === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve));
+  }
+}
+
+export function createListener(deps: ListenerDeps, inflight: InFlight): http.Server {
+  const server = http.createServer({
+    maxHeaderSize: LIMITS.maxHeaderBytes,
+    headersTimeout: LIMITS.headersTimeoutMs,
+    requestTimeout: LIMITS.requestTimeoutMs,
+    keepAliveTimeout: LIMITS.keepAliveTimeoutMs,
+    insecureHTTPParser: false,
+    requireHostHeader: true,
+  });
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => serve(deps, inflight, req, res);
+  server.on('request', onRequest);
+  // Answer `Expect: 100-continue` ourselves, after admission (body.ts), not as soon as headers arrive.
+  server.on('checkContinue', onRequest);
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    socket.end('HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+    deps.log.debug('connect_refused', { direction: deps.direction, target: req.url });
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable) return socket.destroy();
+    const [status, code] = err.code === 'HPE_HEADER_OVERFLOW' ? ['431 Request Header Fields Too Large', 'headers-too-large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['408 Request Timeout', 'bad-request']
+        : ['400 Bad Request', 'bad-request'];
+    socket.end(`HTTP/1.1 ${status}\r\nx-mesh-error: ${code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+  });
+  return server;
+}
+
+function serve(deps: ListenerDeps, inflight: InFlight, req: IncomingMessage, res: ServerResponse): void {
+  inflight.enter();
+  if (inflight.draining) res.shouldKeepAlive = false;
+  const ex = buildExchange(deps, req, res);
+  const done = () => inflight.leave();
+  if (ex instanceof MeshError) {
+    const stub = stubExchange(deps, req, res);
+    respondError(stub, ex);
+    deps.refused.record(res.statusCode, (deps.clock.now() - stub.start) / 1000);
+    done();
+    return;
+  }
+  deps.handler(ex).catch((err: unknown) => {
+    deps.log.error('handler_failed', { direction: deps.direction, error: err });
+    respondError(ex, err);
+  }).finally(done);
+}
+
+function buildExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResponse): Exchange | MeshError {
+  if (req.httpVersionMajor !== 1) return new MeshError('version-not-supported', `HTTP/${req.httpVersion} is not supported`);
+  const raw = req.rawHeaders;
+  if (raw.length > LIMITS.maxHeaderCount * 2) return new MeshError('headers-too-large', `more than ${LIMITS.maxHeaderCount} headers`);
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') hosts++;
+  if (hosts > 1) return new MeshError('bad-request', 'more than one Host header');
+
+  const target = splitTarget(req.url ?? '', req.headers.host);
+  if (target instanceof MeshError) return target;
+  const norm = normalizePath(target.pathAndQuery);
+  if (!norm.ok) return new MeshError('bad-request', `bad request path: ${norm.reason}`);
+
+  const headers = requestHeadersForUpstream(req.headers, true);
+  let requestId = req.headers['x-request-id'];
+  if (typeof requestId !== 'string' || headers['x-request-id'] === undefined || requestId.length > 200) {
+    requestId = newRequestId();
+  }
+  headers['x-request-id'] = requestId;
+  return {
+    req, res,
+    direction: deps.direction,
+    start: deps.clock.now(),
+    method: req.method ?? 'GET',
+    authority: target.host,
+    path: norm.path,
+    query: norm.query,
+    headers,
+    requestId,
+    rule: undefined,
+    backend: undefined,
+    body: NO_BODY,
+    stats: undefined,
+    upstreamHost: target.hostHeader,
+    sourceService: 'unknown',
+    committed: false,
+    clientGone: false,
+  };
+}
+
+/** A minimal exchange for requests refused before routing, so they still go through respondError. */
+function stubExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResponse): Exchange {
+  return {
+    req, res, direction: deps.direction, start: deps.clock.now(), method: req.method ?? 'GET', authority: '', path: '/', query: '',
+    headers: {}, requestId: newRequestId(), rule: undefined, backend: undefined, body: NO_BODY, stats: undefined,
+    upstreamHost: '', sourceService: 'unknown', committed: false, clientGone: false,
+  };
+}
+
+interface Target {
+  /** Routing key: host without port, lower-cased. */
+  readonly host: string;
+  /** The authority as the client gave it, sent upstream as Host unless a rewrite says otherwise. */
+  readonly hostHeader: string;
+  readonly pathAndQuery: string;
+}
+
+/** Origin form (`/x` + Host) or absolute form (`http://billing/x`, as HTTP_PROXY clients send); nothing else. */
+export function splitTarget(url: string, hostHeader: string | undefined): Target | MeshError {
+  let authority: string;
+  let pathAndQuery: string;
+  if (url.startsWith('/')) {
+    if (hostHeader === undefined) return new MeshError('bad-request', 'missing Host header');
+    authority = hostHeader;
+    pathAndQuery = url;
+  } else if (/^http:\/\//i.test(url)) {
+    const rest = url.slice(7);
+    const end = rest.search(/[/?]/);
+    authority = end < 0 ? rest : rest.slice(0, end);
+    pathAndQuery = end < 0 ? '/' : rest[end] === '?' ? `/${rest.slice(end)}` : rest.slice(end);
+    if (authority.includes('@')) return new MeshError('bad-request', 'userinfo in request target');
+    if (hostHeader !== undefined && hostHeader.toLowerCase() !== authority.toLowerCase()) {
+      return new MeshError('bad-request', `request target authority "${authority}" does not match Host "${hostHeader}"`);
+    }
+  } else {
+    return new MeshError('bad-request', `unsupported request target "${url.slice(0, 64)}"`);
+  }
+  const host = hostOf(authority);
+  if (!host) return new MeshError('bad-request', `invalid authority "${authority.slice(0, 64)}"`);
+  return { host, hostHeader: authority, pathAndQuery };
+}
+
+const HOST_RE = /^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])$/;
+
+/** Host without port, lower-cased; undefined when it is not a plausible host name or IP literal. */
+export function hostOf(authority: string): string | undefined {
+  let host = authority.toLowerCase();
+  const colon = host.lastIndexOf(':');
+  if (colon > host.lastIndexOf(']')) {
+    const port = host.slice(colon + 1);
+    if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) return undefined;
+    host = host.slice(0, colon);
+  }
+  return HOST_RE.test(host) ? host : undefined;
+}

@@ -1,0 +1,75 @@
+// The only place the order of request stages is written: outbound and inbound chains, in packet order.
+import type { Clock, Random } from '../api/clock.js';
+import type { Logger } from '../api/log.js';
+import { DEFAULTS } from '../api/resources.js';
+import { balanceTry } from './balance.js';
+import { bodyLayer } from './body.js';
+import type { Cluster } from './cluster.js';
+import type { Exchange } from './exchange.js';
+import { faultLayer } from './fault.js';
+import { mirrorLayer } from './mirror.js';
+import type { Handler, Layer } from './pipeline-types.js';
+import { rateLimitLayer, type RateLimiter } from './rate-limit.js';
+import { routeLayer, type CompiledRule, type RouteTable } from './route.js';
+import { retryLayer } from './retry.js';
+import type { RouteStats, Telemetry } from './telemetry.js';
+
+export interface PipelineDeps {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly log: Logger;
+  readonly telemetry: Telemetry;
+  readonly routes: () => RouteTable;
+  readonly cluster: (service: string) => Cluster | undefined;
+}
+
+export interface InboundDeps extends PipelineDeps {
+  readonly service: string;
+  /** The compiled rule that sends everything to the local app (single try, no timeout: the caller's sidecar owns those). */
+  readonly appRule: () => CompiledRule;
+  readonly appCluster: () => Cluster;
+  readonly rateLimiter: () => RateLimiter | undefined;
+}
+
+/** Records the golden metrics once the exchange is over; requests refused before routing count under `fallback`. */
+function observeLayer(clock: Clock, fallback: RouteStats): Layer {
+  return (next: Handler): Handler => async (ex: Exchange) => {
+    await next(ex);
+    (ex.stats ?? fallback).record(ex.res.statusCode, (clock.now() - ex.start) / 1000);
+  };
+}
+
+function compose(terminal: Handler, ...layers: Layer[]): Handler {
+  return layers.reduceRight((next, layer) => layer(next), terminal);
+}
+
+/** listener → metrics → route → fault → body → mirror → retry/timeout → balancer → pool. */
+export function outboundPipeline(d: PipelineDeps, sourceService: string): Handler {
+  return compose(
+    retryLayer(d, balanceTry(d.clock)),
+    observeLayer(d.clock, d.telemetry.routeStats('outbound', sourceService, 'unknown', 'none')),
+    routeLayer(d.routes, d.random),
+    faultLayer(d.clock, d.random),
+    bodyLayer(DEFAULTS.replayLimitBytes),
+    mirrorLayer(d.cluster, d.random, d.log),
+  );
+}
+
+/** listener → metrics → rate limit → app (through the same retry/balancer/pool stages, with one try). */
+export function inboundPipeline(d: InboundDeps): Handler {
+  const stats = d.telemetry.routeStats('inbound', 'unknown', d.service, 'inbound');
+  const toApp: Layer = (next) => (ex) => {
+    ex.rule = d.appRule();
+    ex.backend = ex.rule.backends[0];
+    ex.stats = stats;
+    ex.headers.host = ex.upstreamHost;
+    return next(ex);
+  };
+  return compose(
+    retryLayer({ ...d, cluster: () => d.appCluster() }, balanceTry(d.clock)),
+    observeLayer(d.clock, stats),
+    rateLimitLayer(d.rateLimiter, () => d.telemetry.rateLimited.labels(d.service, d.service).inc()),
+    toApp,
+    bodyLayer(DEFAULTS.replayLimitBytes),
+  );
+}

@@ -1,0 +1,127 @@
+// The retry and timeout layer: tries until success, a non-retriable outcome, no attempts, no budget or the route timeout.
+import { MeshError } from '../api/errors.js';
+import type { Clock, Random, Timer } from '../api/clock.js';
+import { isReplayable } from './body.js';
+import type { Cluster } from './cluster.js';
+import type { Endpoint } from './endpoint.js';
+import type { Exchange } from './exchange.js';
+import type { Handler } from './pipeline-types.js';
+import type { AttemptResult } from './pool.js';
+import { respondError } from './respond.js';
+import { backoffDelay, clampPerTry, mayRetryRequest, retryReason, type AttemptOutcome } from './retry-policy.js';
+import type { Telemetry } from './telemetry.js';
+
+/** What one try needs from the retry layer. */
+export interface Try {
+  readonly cluster: Cluster;
+  readonly subset: string;
+  /** Endpoints this request already tried: the balancer avoids them (DESIGN.md §3). */
+  readonly exclude: Set<Endpoint>;
+  readonly perTryTimeoutMs: number;
+  /** Whether to send a response with this status downstream; false means it will be retried. */
+  readonly accept: (status: number) => boolean;
+  /** Gives the retry layer a way to cancel the try (route timeout, client gone). */
+  readonly onStart: (cancel: (reason: MeshError) => void) => void;
+}
+
+export type TryHandler = (ex: Exchange, t: Try) => Promise<AttemptResult>;
+
+export interface RetryDeps {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly telemetry: Telemetry;
+  readonly cluster: (service: string) => Cluster | undefined;
+}
+
+function outcomeOf(r: AttemptResult): AttemptOutcome {
+  return r.kind === 'declined' ? { kind: 'response', status: r.status } : { kind: 'error', code: (r as { error: MeshError }).error.code };
+}
+
+/**
+ * Terminal stage of the outbound pipeline. Retries never happen after a response byte reached the client: the
+ * decision is taken on response headers, before they are written (Attempt.accept).
+ */
+export function retryLayer(deps: RetryDeps, tryOnce: TryHandler): Handler {
+  return async (ex: Exchange): Promise<void> => {
+    const rule = ex.rule;
+    const backend = ex.backend;
+    const cluster = backend && deps.cluster(backend.service);
+    if (!rule || !backend || !cluster) {
+      respondError(ex, new MeshError('no-healthy-upstream', `no cluster for service "${backend?.service ?? ex.authority}"`));
+      return;
+    }
+    const policy = rule.retry;
+    const retryable = policy.attempts > 1 && mayRetryRequest(policy, ex.method, isReplayable(ex.body));
+    const deadline = rule.timeoutMs > 0 ? ex.start + rule.timeoutMs : undefined;
+    cluster.budget.recordRequest();
+
+    let cancel: ((reason: MeshError) => void) | undefined;
+    let timedOut = false;
+    let sleeping: Timer | undefined;
+    let wake: (() => void) | undefined;
+    const stop = (reason: MeshError) => {
+      cancel?.(reason);
+      sleeping?.cancel();
+      wake?.();
+    };
+    const routeTimer = deadline === undefined ? undefined : deps.clock.setTimeout(() => {
+      timedOut = true;
+      stop(new MeshError('upstream-timeout', `no response from "${cluster.name}" within ${rule.timeoutMs}ms`));
+    }, Math.max(0, deadline - deps.clock.now()));
+    const onClose = () => {
+      if (ex.res.writableFinished) return;
+      ex.clientGone = true;
+      stop(new MeshError('upstream-reset', 'client closed the connection'));
+    };
+    ex.res.once('close', onClose);
+
+    const exclude = new Set<Endpoint>();
+    let n = 1;
+    const accept = (status: number): boolean =>
+      !(retryable && n < policy.attempts && retryReason(policy, { kind: 'response', status }) !== undefined && cluster.budget.tryWithdraw());
+    try {
+      for (;; n++) {
+        const result = await tryOnce(ex, {
+          cluster,
+          subset: backend.subset,
+          exclude,
+          perTryTimeoutMs: clampPerTry(policy.perTryTimeoutMs, deadline, deps.clock.now()),
+          accept,
+          onStart: (c) => { cancel = c; },
+        });
+        cancel = undefined;
+        if (result.kind === 'committed' || ex.clientGone) return;
+        if (timedOut) {
+          respondError(ex, new MeshError('upstream-timeout', `no response from "${cluster.name}" within ${rule.timeoutMs}ms`));
+          return;
+        }
+        const reason = retryReason(policy, outcomeOf(result));
+        if (result.kind === 'failed') {
+          // A declined response already passed the budget in accept(); a failure must pass it here.
+          if (!retryable || n >= policy.attempts || reason === undefined || !cluster.budget.tryWithdraw()) {
+            respondError(ex, result.error);
+            return;
+          }
+        }
+        deps.telemetry.retried(cluster.name, reason ?? 'unknown');
+        const delay = backoffDelay(n, policy.backoff, deps.random);
+        if (delay > 0) {
+          // Interruptible: the route timeout or a departed client ends the wait early.
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            sleeping = deps.clock.setTimeout(resolve, delay);
+          });
+          sleeping = wake = undefined;
+          if (ex.clientGone) return;
+          if (timedOut) {
+            respondError(ex, new MeshError('upstream-timeout', `no response from "${cluster.name}" within ${rule.timeoutMs}ms`));
+            return;
+          }
+        }
+      }
+    } finally {
+      routeTimer?.cancel();
+      ex.res.off('close', onClose);
+    }
+  };
+}

@@ -1,0 +1,159 @@
+// The sidecar program: load config, start the outbound, inbound and admin listeners, swap config atomically, drain on SIGTERM.
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { systemClock, systemRandom, type Clock, type Random } from '../api/clock.js';
+import type { Logger } from '../api/log.js';
+import { formatIssue } from '../api/resources.js';
+import type { Snapshot } from '../api/snapshot.js';
+import { validateFiles } from '../api/validate-meaning.js';
+import { compileSnapshot } from '../control-plane/compiler.js';
+import { createAdminServer } from './admin.js';
+import { Cluster, ClusterSet } from './cluster.js';
+import { createListener, InFlight } from './listener.js';
+import { inboundPipeline, outboundPipeline } from './pipeline.js';
+import { compileRuntime, dumpRuntime, type Identity, type Runtime } from './runtime.js';
+import { Telemetry } from './telemetry.js';
+import { Watch } from './watch.js';
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface SidecarOptions {
+  readonly identity: Identity;
+  readonly inbound: HostPort;
+  readonly outbound: HostPort;
+  readonly admin: HostPort;
+  /** Standalone mode: the resources file, compiled locally with the control plane's compiler. */
+  readonly resources: string;
+  /** How long a drain waits for in-flight requests before closing what is left. */
+  readonly drainTimeoutMs: number;
+  readonly log: Logger;
+  readonly clock?: Clock;
+  readonly random?: Random;
+}
+
+export class ConfigError extends Error {}
+
+export interface Sidecar {
+  readonly addresses: { outbound: string; inbound: string; admin: string };
+  /** Re-read the resources file; a file that fails validation changes nothing (as a NACK would). */
+  reload(): Promise<boolean>;
+  /** Stop accepting, let in-flight requests finish (bounded by drainTimeoutMs), close everything. */
+  shutdown(): Promise<void>;
+}
+
+export async function loadSnapshot(file: string): Promise<Snapshot> {
+  const { resources, issues } = await validateFiles([file]);
+  if (issues.length > 0) throw new ConfigError(issues.map(formatIssue).join('\n'));
+  return compileSnapshot(resources);
+}
+
+function listen(server: http.Server, at: HostPort): Promise<string> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => {
+      server.off('error', reject);
+      const a = server.address() as AddressInfo;
+      resolve(a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
+    });
+  });
+}
+
+export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
+  const clock = o.clock ?? systemClock;
+  const random = o.random ?? systemRandom;
+  const { log, identity: me } = o;
+  const telemetry = new Telemetry();
+  const first = await loadSnapshot(o.resources);
+  const clusters = new ClusterSet({ clock, random, telemetry, log });
+  let appCluster: Cluster | undefined;
+  const runtime = new Watch<Runtime | undefined>(undefined);
+  const apply = (snapshot: Snapshot): void => {
+    const rt = compileRuntime(snapshot, me, telemetry, clock, runtime.get());
+    clusters.apply(snapshot);
+    if (appCluster) appCluster.update(rt.appConfig);
+    else appCluster = new Cluster(rt.appConfig, { clock, random, telemetry, log });
+    runtime.set(rt);
+    telemetry.configUpdates.labels('ack').inc();
+    log.info('config_applied', { version: snapshot.version, services: snapshot.services.length, routes: snapshot.routes.length });
+  };
+  apply(first);
+
+  const current = () => runtime.get() as Runtime;
+  const deps = { clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s) };
+  const outIn = new InFlight();
+  const inIn = new InFlight();
+  const outbound = createListener({
+    direction: 'outbound', clock, log, handler: outboundPipeline(deps, me.service),
+    refused: telemetry.routeStats('outbound', me.service, 'unknown', 'none'),
+  }, outIn);
+  const inbound = createListener({
+    direction: 'inbound', clock, log,
+    refused: telemetry.routeStats('inbound', 'unknown', me.service, 'inbound'),
+    handler: inboundPipeline({
+      ...deps,
+      service: me.service,
+      appRule: () => current().appRule,
+      appCluster: () => appCluster as Cluster,
+      rateLimiter: () => current().rateLimiter,
+    }),
+  }, inIn);
+
+  let draining: Promise<void> | undefined;
+  const drain = (): Promise<void> => {
+    draining ??= (async () => {
+      log.info('drain_started', { inflight: outIn.count + inIn.count });
+      outIn.draining = inIn.draining = true;
+      // Listeners close first: no new connections; idle keep-alive connections are closed by close() itself.
+      const closed = Promise.all([outbound, inbound].map((s) => new Promise((r) => s.close(r))));
+      let timer: { cancel(): void } | undefined;
+      const deadline = new Promise<'timeout'>((r) => { timer = clock.setTimeout(() => r('timeout'), o.drainTimeoutMs); });
+      const result = await Promise.race([Promise.all([outIn.idle(), inIn.idle()]), deadline]);
+      timer?.cancel();
+      if (result === 'timeout') log.warn('drain_timeout', { inflight: outIn.count + inIn.count });
+      outbound.closeAllConnections();
+      inbound.closeAllConnections();
+      await closed;
+      log.info('drain_finished', {});
+    })();
+    return draining;
+  };
+
+  const admin = createAdminServer({
+    telemetry,
+    ready: () => runtime.get() !== undefined && !draining,
+    configDump: () => dumpRuntime(current()),
+    clusters: () => ({ ...clusters.snapshot(), app: appCluster?.snapshot() }),
+    drain,
+  });
+
+  const addresses = {
+    outbound: await listen(outbound, o.outbound),
+    inbound: await listen(inbound, o.inbound),
+    admin: await listen(admin, o.admin),
+  };
+  log.info('listening', { service: me.service, ...addresses });
+
+  return {
+    addresses,
+    async reload() {
+      try {
+        apply(await loadSnapshot(o.resources));
+        return true;
+      } catch (err) {
+        telemetry.configUpdates.labels('nack').inc();
+        log.error('config_rejected', { file: o.resources, error: (err as Error).message });
+        return false;
+      }
+    },
+    async shutdown() {
+      await drain();
+      await new Promise((r) => admin.close(r));
+      admin.closeAllConnections();
+      await clusters.close();
+      await appCluster?.close();
+    },
+  };
+}

@@ -1,0 +1,79 @@
+// Every metric the sidecar exports (DESIGN.md §5), declared once with fixed label sets; label children cached per route.
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Counter as CounterT } from 'prom-client';
+
+/** Latency buckets in seconds, from sub-millisecond sidecar overhead to the default 15 s timeout. */
+const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15];
+
+export interface RouteStats {
+  /** Count one finished request and its duration. */
+  record(status: number, seconds: number): void;
+}
+
+export class Telemetry {
+  readonly registry = new Registry();
+  readonly requests: Counter<'direction' | 'source_service' | 'destination_service' | 'route' | 'code'>;
+  readonly duration: Histogram<'direction' | 'source_service' | 'destination_service' | 'route'>;
+  readonly retries: Counter<'destination_service' | 'reason'>;
+  readonly ejections: Counter<'destination_service'>;
+  readonly accessDenied: Counter<'destination_service' | 'policy'>;
+  readonly rateLimited: Counter<'destination_service' | 'policy'>;
+  readonly tlsHandshakeErrors: Counter<'direction' | 'reason'>;
+  readonly configUpdates: Counter<'result'>;
+  readonly certificateExpiry: Gauge;
+  private readonly routeStatsCache = new Map<string, RouteStats>();
+  private readonly retryChildren = new Map<string, CounterT.Internal>();
+
+  constructor() {
+    const registers = [this.registry];
+    this.requests = new Counter({
+      name: 'mesh_requests_total', help: 'Requests handled by the sidecar.', registers,
+      labelNames: ['direction', 'source_service', 'destination_service', 'route', 'code'],
+    });
+    this.duration = new Histogram({
+      name: 'mesh_request_duration_seconds', help: 'Request duration from request headers to response end.', registers,
+      labelNames: ['direction', 'source_service', 'destination_service', 'route'], buckets: BUCKETS,
+    });
+    this.retries = new Counter({ name: 'mesh_retries_total', help: 'Retries sent upstream.', registers, labelNames: ['destination_service', 'reason'] });
+    this.ejections = new Counter({ name: 'mesh_endpoint_ejections_total', help: 'Endpoints ejected by outlier detection.', registers, labelNames: ['destination_service'] });
+    this.accessDenied = new Counter({ name: 'mesh_access_denied_total', help: 'Requests denied by an AccessPolicy.', registers, labelNames: ['destination_service', 'policy'] });
+    this.rateLimited = new Counter({ name: 'mesh_rate_limited_total', help: 'Requests refused by a rate limit.', registers, labelNames: ['destination_service', 'policy'] });
+    this.tlsHandshakeErrors = new Counter({ name: 'mesh_tls_handshake_errors_total', help: 'Failed TLS handshakes.', registers, labelNames: ['direction', 'reason'] });
+    this.configUpdates = new Counter({ name: 'mesh_config_updates_total', help: 'Config snapshots applied (ack) or refused (nack).', registers, labelNames: ['result'] });
+    this.certificateExpiry = new Gauge({ name: 'mesh_certificate_expiry_timestamp_seconds', help: 'Expiry of the workload certificate, unix seconds.', registers });
+  }
+
+  /** Label children for one route, made once per snapshot (and reused across snapshots) so requests only increment. */
+  routeStats(direction: string, source: string, destination: string, route: string): RouteStats {
+    const key = `${direction}\0${source}\0${destination}\0${route}`;
+    let stats = this.routeStatsCache.get(key);
+    if (!stats) {
+      const hist = this.duration.labels(direction, source, destination, route);
+      const byCode = new Map<number, CounterT.Internal>();
+      const requests = this.requests;
+      stats = {
+        record(status: number, seconds: number): void {
+          let c = byCode.get(status);
+          if (!c) {
+            c = requests.labels(direction, source, destination, route, String(status));
+            byCode.set(status, c);
+          }
+          c.inc();
+          hist.observe(seconds);
+        },
+      };
+      this.routeStatsCache.set(key, stats);
+    }
+    return stats;
+  }
+
+  retried(destination: string, reason: string): void {
+    const key = `${destination}\0${reason}`;
+    let c = this.retryChildren.get(key);
+    if (!c) {
+      c = this.retries.labels(destination, reason);
+      this.retryChildren.set(key, c);
+    }
+    c.inc();
+  }
+}
