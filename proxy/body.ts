@@ -1,17 +1,11 @@
 // Request bodies: stream by default; buffer up to the replay limit only when a retry or mirror could need the bytes again.
 import type { IncomingMessage } from 'node:http';
 import { MeshError } from '../api/errors.js';
-import type { Exchange } from './exchange.js';
+import type { Exchange, PreparedBody } from './exchange.js';
 import type { Handler, Layer } from './pipeline-types.js';
 import { mayRetryRequest } from './retry-policy.js';
 
-export type PreparedBody =
-  /** No body at all: trivially replayable. */
-  | { readonly kind: 'none' }
-  /** Fully read and under the limit: replayable any number of times. */
-  | { readonly kind: 'buffered'; readonly data: Buffer }
-  /** Streamed once: cannot be retried or mirrored. */
-  | { readonly kind: 'stream'; readonly data: AsyncIterable<Buffer> | IncomingMessage };
+export type { PreparedBody };
 
 export const NO_BODY: PreparedBody = Object.freeze({ kind: 'none' });
 

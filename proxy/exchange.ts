@@ -1,9 +1,17 @@
 // The per-request state carried through the pipeline: small, created by the listener, read by every layer.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HeaderRecord } from './headers.js';
-import type { PreparedBody } from './body.js';
-import type { CompiledBackend, CompiledRule } from './route.js';
+import type { CompiledBackend, CompiledRule } from './compiled.js';
 import type { RouteStats } from './telemetry.js';
+
+/** The request body as forwarded: replayable only when buffered under the limit (body.ts decides). */
+export type PreparedBody =
+  /** No body at all: trivially replayable. */
+  | { readonly kind: 'none' }
+  /** Fully read and under the limit: replayable any number of times. */
+  | { readonly kind: 'buffered'; readonly data: Buffer }
+  /** Streamed once: cannot be retried or mirrored. */
+  | { readonly kind: 'stream'; readonly data: AsyncIterable<Buffer> | IncomingMessage };
 
 export type Direction = 'inbound' | 'outbound';
 

@@ -10,7 +10,8 @@ import { faultLayer } from './fault.js';
 import { mirrorLayer } from './mirror.js';
 import type { Handler, Layer } from './pipeline-types.js';
 import { rateLimitLayer, type RateLimiter } from './rate-limit.js';
-import { routeLayer, type CompiledRule, type RouteTable } from './route.js';
+import type { CompiledRule, RouteTable } from './compiled.js';
+import { routeLayer } from './route.js';
 import { retryLayer } from './retry.js';
 import type { RouteStats, Telemetry } from './telemetry.js';
 

@@ -7,49 +7,9 @@ import type { Exchange } from './exchange.js';
 import { headerValue } from './headers.js';
 import type { Handler, Layer } from './pipeline-types.js';
 import { respondError } from './respond.js';
-import { compileRetryPolicy, type RetryPolicy } from './retry-policy.js';
-import type { RouteStats, Telemetry } from './telemetry.js';
-
-type HeaderTest = (value: string | undefined) => boolean;
-
-interface CompiledMatch {
-  readonly path?: string;
-  readonly pathPrefix?: string;
-  readonly pathRegex?: RegExp;
-  readonly method?: string;
-  readonly headers: readonly (readonly [string, HeaderTest])[];
-}
-
-export interface CompiledBackend {
-  readonly service: string;
-  /** '' for the whole service. */
-  readonly subset: string;
-  /** Upper bound of this backend's slice of [0, totalWeight). */
-  readonly cumulative: number;
-  readonly stats: RouteStats;
-}
-
-export interface CompiledRule {
-  /** The `route` metric label: Route name, or "default" for the implicit per-service route. */
-  readonly routeName: string;
-  readonly matches: readonly CompiledMatch[];
-  readonly backends: readonly CompiledBackend[];
-  readonly totalWeight: number;
-  readonly timeoutMs: number;
-  readonly retry: RetryPolicy;
-  readonly fault?: {
-    readonly delayFraction: number;
-    readonly delayMs: number;
-    readonly abortFraction: number;
-    readonly abortStatus: number;
-  };
-  readonly mirror?: { readonly service: string; readonly fraction: number };
-  readonly rewrite?: { readonly pathPrefix?: string; readonly host?: string };
-}
-
-export interface RouteTable {
-  readonly byHost: ReadonlyMap<string, readonly CompiledRule[]>;
-}
+import type { CompiledBackend, CompiledMatch, CompiledRule, HeaderTest, RouteTable } from './compiled.js';
+import { compileRetryPolicy } from './retry-policy.js';
+import type { Telemetry } from './telemetry.js';
 
 /** Compiles every Route, plus a default rule for each Service no Route claims (DESIGN.md §3). */
 export function compileRoutes(snapshot: Snapshot, telemetry: Telemetry, sourceService: string): RouteTable {

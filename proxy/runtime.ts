@@ -5,7 +5,8 @@ import type { ServiceConfig, Snapshot } from '../api/snapshot.js';
 import { defaultTrafficPolicy } from '../control-plane/compiler.js';
 import type { ClusterSet } from './cluster.js';
 import { TokenBucket, type RateLimiter } from './rate-limit.js';
-import { compileRoutes, compileRule, type CompiledRule, type RouteTable } from './route.js';
+import type { CompiledRule, RouteTable } from './compiled.js';
+import { compileRoutes, compileRule } from './route.js';
 import type { Telemetry } from './telemetry.js';
 
 export interface Identity {
