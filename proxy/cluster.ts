@@ -28,23 +28,27 @@ export class Cluster {
   private readonly pools = new Map<Endpoint, Pool>();
   /** Picker per subset name ('' = whole service), rebuilt when membership or health changes. */
   private pickers = new Map<string, Picker>();
-  private readonly outlier: OutlierDetector;
-  readonly budget: RetryBudget;
+  private outlier: OutlierDetector;
+  budget: RetryBudget;
   /** Requests waiting for a connection across all endpoints (the circuit's pending limit). */
   queued = 0;
 
   constructor(config: ServiceConfig, private readonly deps: ClusterDeps) {
     this.config = config;
-    const od = config.policy.outlierDetection;
-    this.outlier = new OutlierDetector(od, deps.clock, {
+    this.outlier = this.createOutlier(config);
+    this.budget = new RetryBudget(config.policy.retryBudget, deps.clock);
+    this.update(config);
+  }
+
+  private createOutlier(config: ServiceConfig): OutlierDetector {
+    const deps = this.deps;
+    return new OutlierDetector(config.policy.outlierDetection, deps.clock, {
       onChange: () => this.rebuildPickers(),
       onEject: (ep) => {
         deps.telemetry.ejections.labels(this.name).inc();
         deps.log.warn('endpoint_ejected', { service: this.name, endpoint: ep.id, until_ms: Math.round(ep.ejectedUntil - deps.clock.now()), times: ep.timesEjected });
       },
     });
-    this.budget = new RetryBudget(config.policy.retryBudget, deps.clock);
-    this.update(config);
   }
 
   get name(): string {
@@ -59,7 +63,16 @@ export class Cluster {
   update(config: ServiceConfig): void {
     const poolChanged = JSON.stringify(config.policy.connectionPool) !== JSON.stringify(this.config.policy.connectionPool) ||
       config.policy.tls.mode !== this.config.policy.tls.mode;
+    const previous = this.config.policy;
     this.config = config;
+    // A changed detector or budget config starts fresh; ejections in force keep running on the new detector.
+    if (JSON.stringify(previous.outlierDetection) !== JSON.stringify(config.policy.outlierDetection)) {
+      this.outlier.close();
+      this.outlier = this.createOutlier(config);
+    }
+    if (JSON.stringify(previous.retryBudget) !== JSON.stringify(config.policy.retryBudget)) {
+      this.budget = new RetryBudget(config.policy.retryBudget, this.deps.clock);
+    }
     const old = new Map(this.endpoints.map((e) => [e.id, e]));
     const next: Endpoint[] = [];
     for (const spec of config.endpoints) {

@@ -3,6 +3,9 @@ import type { Clock, Timer } from '../api/clock.js';
 import type { Endpoint } from './endpoint.js';
 
 /** TrafficPolicySpec.outlierDetection. */
+/** Upper bound of one ejection however often the endpoint was ejected before (Envoy's max_ejection_time default). */
+export const MAX_EJECTION_MS = 300_000;
+
 export interface OutlierConfig {
   readonly consecutiveFailures: number;
   readonly intervalMs: number;
@@ -99,7 +102,8 @@ export class OutlierDetector {
     const t = this.tracked.get(ep);
     if (!t) return;
     ep.timesEjected += 1;
-    const duration = this.cfg.baseEjectionTimeMs * ep.timesEjected;
+    // Envoy's max_ejection_time default: a flapping endpoint is retried at least every 5 minutes.
+    const duration = Math.min(this.cfg.baseEjectionTimeMs * ep.timesEjected, Math.max(MAX_EJECTION_MS, this.cfg.baseEjectionTimeMs));
     ep.ejectedUntil = this.clock.now() + duration;
     t.timer = this.clock.setTimeout(() => this.uneject(ep), duration);
     this.armTick();
