@@ -49,7 +49,8 @@ describe('Cluster', () => {
     if (!ep) throw new Error('no endpoint');
     for (let i = 0; i < 5; i++) c.report(ep, false);
     c.update(config([1001, 1002, 1003, 1004]));
-    expect(picks(c)).toEqual(new Set(['127.0.0.1:1002', '127.0.0.1:1004', '127.0.0.1:1003'].filter((id) => id !== ep.id)));
+    expect(picks(c)).toEqual(new Set([1001, 1002, 1003, 1004].map((p) => `127.0.0.1:${p}`).filter((id) => id !== ep.id)));
+    expect(ep.ejected).toBe(true);
     c.update(config([1002]));
     expect(picks(c)).toEqual(new Set(['127.0.0.1:1002']));
     expect(picks(c, 'v1')).toEqual(new Set(['none']));

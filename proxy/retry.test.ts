@@ -137,7 +137,8 @@ describe('retryLayer', () => {
     const seen: Try[] = [];
     await run(clock, retryLayer({ clock, random: seededRandom(1), telemetry, cluster: () => cluster }, (e, t) => {
       t.exclude.add(cluster.pick('', undefined, t.exclude) as never);
-      return scripted([refused(), refused(), 'ok'].slice(seen.length), seen)(e, t);
+      const script: (MeshError | 'ok')[] = [refused(), refused(), 'ok'];
+      return scripted(script.slice(seen.length), seen)(e, t);
     })(ex));
     expect(seen[2].exclude.size).toBe(3);
     expect(new Set(seen[2].exclude).size).toBe(3);
