@@ -34,22 +34,8 @@ export function pickOfTwo(
 
 const inflightCost: Cost = (ep) => ep.inflight;
 
-class LeastRequestPicker implements Picker {
-  private readonly endpoints: readonly Endpoint[];
-
-  constructor(
-    endpoints: readonly Endpoint[],
-    private readonly random: Random,
-  ) {
-    // A private copy: the caller's array may be reused for the next endpoint set while this picker is still published.
-    this.endpoints = endpoints.slice();
-  }
-
-  pick(_hashKey: string | undefined, exclude: ReadonlySet<Endpoint> | undefined): Endpoint | undefined {
-    return pickOfTwo(this.endpoints, exclude, this.random, inflightCost, 0);
-  }
-}
-
 export function createLeastRequestPicker(endpoints: readonly Endpoint[], random: Random): Picker {
-  return new LeastRequestPicker(endpoints, random);
+  // A private copy: the caller's array may be reused for the next endpoint set while this picker is still published.
+  const eps = endpoints.slice();
+  return { pick: (_hashKey, exclude) => pickOfTwo(eps, exclude, random, inflightCost, 0) };
 }

@@ -54,22 +54,8 @@ export function randomPick(
   return endpoints[i >= 0 ? i : Math.floor(random() * endpoints.length)];
 }
 
-class RandomPicker implements Picker {
-  private readonly endpoints: readonly Endpoint[];
-
-  constructor(
-    endpoints: readonly Endpoint[],
-    private readonly random: Random,
-  ) {
-    // A private copy: the caller's array may be reused for the next endpoint set while this picker is still published.
-    this.endpoints = endpoints.slice();
-  }
-
-  pick(_hashKey: string | undefined, exclude: ReadonlySet<Endpoint> | undefined): Endpoint | undefined {
-    return randomPick(this.endpoints, exclude, this.random);
-  }
-}
-
 export function createRandomPicker(endpoints: readonly Endpoint[], random: Random): Picker {
-  return new RandomPicker(endpoints, random);
+  // A private copy: the caller's array may be reused for the next endpoint set while this picker is still published.
+  const eps = endpoints.slice();
+  return { pick: (_hashKey, exclude) => randomPick(eps, exclude, random) };
 }

@@ -155,6 +155,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (this.settled) return;
     this.settled = true;
     this.timer?.cancel();
+    this.r.ex.res.off('drain', this.onDrain);
     this.settle(result);
   }
 }
@@ -167,7 +168,6 @@ export function forward(r: AttemptRequest, onStart: (cancel: (reason: MeshError)
     try {
       r.pool.dispatch(
         {
-          origin: undefined,
           path: r.path,
           method: r.ex.method as Dispatcher.HttpMethod,
           headers: r.headers,
