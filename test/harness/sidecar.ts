@@ -36,7 +36,7 @@ export interface ClusterEndpoint {
 }
 
 export interface ClustersDump {
-  clusters: { service: string; endpoints: ClusterEndpoint[] }[];
+  clusters: { service: string; queued: number; endpoints: ClusterEndpoint[] }[];
 }
 
 export interface ConfigDump {
@@ -50,6 +50,10 @@ export interface Sidecar {
   readonly inbound: string;
   readonly admin: string;
   readonly pid: number;
+  /** The resources file the sidecar was started with (rewrite it and send SIGHUP to reload). */
+  readonly resourcesFile: string;
+  /** Sends a signal without waiting for anything. */
+  signal(sig: NodeJS.Signals): void;
   stderr(): string;
   stdout(): string;
   /** Sends `signal`, waits (bounded) for exit and returns the exit code (null when killed by a signal). */
@@ -207,6 +211,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   return {
     ...a,
     pid: child.pid!,
+    resourcesFile,
+    signal: (sig: NodeJS.Signals) => void child.kill(sig),
     stderr: () => err,
     stdout: () => out,
     running: () => child.exitCode === null && child.signalCode === null,
