@@ -15,6 +15,13 @@ export type PreparedBody =
 
 export type Direction = 'inbound' | 'outbound';
 
+/** The caller as proven by its mTLS certificate; absent for plaintext (permissive mode) and on the outbound side. */
+export interface Peer {
+  readonly uri: string;
+  readonly namespace: string;
+  readonly service: string;
+}
+
 export interface Exchange {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
@@ -42,6 +49,8 @@ export interface Exchange {
   upstreamHost: string;
   /** The caller's service when known (mTLS identity), else "unknown". */
   sourceService: string;
+  /** The authenticated caller (inbound, over mTLS). */
+  peer: Peer | undefined;
   /** True once response headers were sent to the client: from then on no retry and no error response. */
   committed: boolean;
   /** Aborted by the client before the response finished. */

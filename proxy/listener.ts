@@ -129,6 +129,7 @@ function buildExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResp
     stats: undefined,
     upstreamHost: target.hostHeader,
     sourceService: 'unknown',
+    peer: undefined,
     committed: false,
     clientGone: false,
   };
@@ -139,7 +140,7 @@ function stubExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerRespo
   return {
     req, res, direction: deps.direction, start: deps.clock.now(), method: req.method ?? 'GET', authority: '', path: '/', query: '',
     headers: {}, requestId: newRequestId(), rule: undefined, backend: undefined, body: NO_BODY, stats: undefined,
-    upstreamHost: '', sourceService: 'unknown', committed: false, clientGone: false,
+    upstreamHost: '', sourceService: 'unknown', peer: undefined, committed: false, clientGone: false,
   };
 }
 

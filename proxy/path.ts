@@ -43,7 +43,23 @@ export function normalizePath(target: string): NormalizedPath {
     decoded += byte < 0x80 && UNRESERVED.test(c) ? c : `%${h}`;
     i += 2;
   }
+  // Overlong or truncated UTF-8 (`%C0%AE` for ".") is how a lenient decoder downstream could see a path we did not.
+  if (hasHighEscape(decoded) && !isValidUtf8Escapes(decoded)) return bad('invalid UTF-8 in path');
   return { ok: true, path: removeDotSegments(decoded.replace(/\/{2,}/g, '/')), query };
+}
+
+function hasHighEscape(p: string): boolean {
+  return /%[89A-F][0-9A-F]/.test(p);
+}
+
+function isValidUtf8Escapes(p: string): boolean {
+  try {
+    // Only the escapes matter here; the raw characters are already validated above.
+    decodeURIComponent(p.replace(/%25/g, ''));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function isPlain(p: string): boolean {

@@ -41,7 +41,7 @@ function setup(retries: Partial<RetrySpec>, opts: { method?: string; timeoutMs?:
   const ex = {
     req: { headers: {} }, res, direction: 'outbound', start: clock.now(), method: opts.method ?? 'GET', authority: 'billing',
     path: '/', query: '', headers: {}, requestId: 'r', rule, backend: rule.backends[0], body: NO_BODY, stats: undefined,
-    upstreamHost: 'billing', sourceService: 'gateway', committed: false, clientGone: false,
+    upstreamHost: 'billing', sourceService: 'gateway', peer: undefined, committed: false, clientGone: false,
   } as unknown as Exchange;
   return { clock, telemetry, cluster, ex, res };
 }
