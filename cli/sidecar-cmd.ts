@@ -7,7 +7,8 @@ import { isLoopback, parseDurationFlag, parseHostPort, parseLabels, UsageError }
 
 export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--namespace default] [--instance ID] [--labels k=v,…]
              [--inbound 0.0.0.0:15006] [--outbound 127.0.0.1:15001] [--admin 127.0.0.1:15000]
-             --resources FILE.yaml            standalone mode: static resources compiled locally
+             --resources FILE.yaml [--dir .mesh]   standalone mode: static resources compiled locally,
+                                                    certificate issued from the CA in --dir (mesh certs init)
              [--drain-timeout 30s] [--log-level info]`;
 
 export async function sidecarCommand(argv: string[]): Promise<number> {
@@ -49,6 +50,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       outbound,
       admin,
       resources: values.resources,
+      dir: values.dir,
       drainTimeoutMs: parseDurationFlag('drain-timeout', values['drain-timeout']),
       log,
     });

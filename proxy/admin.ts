@@ -8,6 +8,8 @@ export interface AdminDeps {
   readonly ready: () => boolean;
   readonly configDump: () => object;
   readonly clusters: () => object;
+  /** The workload certificate in force: SPIFFE id, serial, validity, rotations. */
+  readonly certs: () => object;
   /** Starts a drain; resolves when in-flight requests are done. */
   readonly drain: () => Promise<void>;
 }
@@ -48,8 +50,10 @@ export function createAdminServer(deps: AdminDeps): http.Server {
         return json(res, deps.configDump());
       case '/clusters':
         return json(res, deps.clusters());
+      case '/certs':
+        return json(res, deps.certs());
       default:
-        return send(res, 404, 'not found: try /ready /live /metrics /config_dump /clusters, POST /drain\n');
+        return send(res, 404, 'not found: try /ready /live /metrics /config_dump /clusters /certs, POST /drain\n');
     }
   });
 }

@@ -18,8 +18,8 @@ export interface ClusterDeps {
   readonly random: Random;
   readonly telemetry: Telemetry;
   readonly log: Logger;
-  /** TLS client options for an endpoint of this service, or undefined for plain TCP (mTLS plugs in here). */
-  readonly tlsFor?: (service: ServiceConfig, ep: Endpoint) => PoolSettings['tls'];
+  /** The mTLS connector for an endpoint of a `tls.mode: mutual` service (tls.ts); without it such a service cannot be reached. */
+  readonly connectorFor?: (service: ServiceConfig, ep: Endpoint) => PoolSettings['connect'];
 }
 
 export class Cluster {
@@ -121,11 +121,18 @@ export class Cluster {
         maxConnections: cp.maxConnections,
         idleTimeoutMs: cp.idleTimeoutMs,
         connectTimeoutMs: CONNECT_TIMEOUT_MS,
-        tls: this.deps.tlsFor?.(this.config, ep),
+        connect: this.config.policy.tls.mode === 'mutual' ? this.mtlsConnector(ep) : undefined,
       });
       this.pools.set(ep, pool);
     }
     return pool;
+  }
+
+  private mtlsConnector(ep: Endpoint): PoolSettings['connect'] {
+    const c = this.deps.connectorFor?.(this.config, ep);
+    if (c) return c;
+    // Never fall back to plaintext for a service that asked for mutual TLS.
+    return (_opts, callback) => callback(Object.assign(new Error(`no mTLS available for service "${this.name}"`), { code: 'ERR_MESH_NO_CERTIFICATE' }), null);
   }
 
   /** Circuit check before dispatch: a request that would queue beyond maxPendingRequests is refused instead. */

@@ -10,6 +10,7 @@ import { newRequestId, requestHeadersForUpstream } from './headers.js';
 import { normalizePath } from './path.js';
 import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
+import { peerOf } from './tls.js';
 import type { RouteStats } from './telemetry.js';
 
 /** HARDENING.md bad input #3 and #11: explicit limits rather than whatever the runtime defaults to. */
@@ -113,6 +114,7 @@ function buildExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResp
     requestId = newRequestId();
   }
   headers['x-request-id'] = requestId;
+  const peer = peerOf(req.socket);
   return {
     req, res,
     direction: deps.direction,
@@ -128,8 +130,8 @@ function buildExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResp
     body: NO_BODY,
     stats: undefined,
     upstreamHost: target.hostHeader,
-    sourceService: 'unknown',
-    peer: undefined,
+    sourceService: peer?.service ?? 'unknown',
+    peer,
     committed: false,
     clientGone: false,
   };

@@ -2,6 +2,7 @@
 import type { Clock, Random } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
 import { DEFAULTS } from '../api/resources.js';
+import { authzLayer, type AccessTable } from './authz.js';
 import { balanceTry } from './balance.js';
 import { bodyLayer } from './body.js';
 import type { Cluster } from './cluster.js';
@@ -30,6 +31,9 @@ export interface InboundDeps extends PipelineDeps {
   readonly appRule: () => CompiledRule;
   readonly appCluster: () => Cluster;
   readonly rateLimiter: () => RateLimiter | undefined;
+  readonly access: () => AccessTable;
+  /** This sidecar's own SPIFFE id, for x-forwarded-client-cert's By= element. */
+  readonly selfUri: () => string;
 }
 
 /** Records the golden metrics once the exchange is over; requests refused before routing count under `fallback`. */
@@ -56,19 +60,33 @@ export function outboundPipeline(d: PipelineDeps, sourceService: string): Handle
   );
 }
 
-/** listener → metrics → rate limit → app (through the same retry/balancer/pool stages, with one try). */
+/** listener (mTLS) → metrics → authz → rate limit → app (through the same retry/balancer/pool stages, with one try). */
 export function inboundPipeline(d: InboundDeps): Handler {
-  const stats = d.telemetry.routeStats('inbound', 'unknown', d.service, 'inbound');
+  const anonymous = d.telemetry.routeStats('inbound', 'unknown', d.service, 'inbound');
+  const byPeer = new Map<string, RouteStats>();
+  const statsFor = (peer: Exchange['peer']): RouteStats => {
+    if (!peer) return anonymous;
+    let s = byPeer.get(peer.uri);
+    if (!s) byPeer.set(peer.uri, (s = d.telemetry.routeStats('inbound', peer.service, d.service, 'inbound')));
+    return s;
+  };
+  const identify: Layer = (next) => (ex) => {
+    ex.stats = statsFor(ex.peer);
+    return next(ex);
+  };
   const toApp: Layer = (next) => (ex) => {
     ex.rule = d.appRule();
     ex.backend = ex.rule.backends[0];
-    ex.stats = stats;
     ex.headers.host = ex.upstreamHost;
+    // Added after the client's copy was stripped (headers.ts), so the app can trust it.
+    if (ex.peer) ex.headers['x-forwarded-client-cert'] = `By=${d.selfUri()};URI=${ex.peer.uri}`;
     return next(ex);
   };
   return compose(
     retryLayer({ ...d, cluster: () => d.appCluster() }, balanceTry(d.clock)),
-    observeLayer(d.clock, stats),
+    identify,
+    observeLayer(d.clock, anonymous),
+    authzLayer(d.access, (policy) => d.telemetry.accessDenied.labels(d.service, policy).inc()),
     rateLimitLayer(d.rateLimiter, () => d.telemetry.rateLimited.labels(d.service, d.service).inc()),
     toApp,
     bodyLayer(DEFAULTS.replayLimitBytes),

@@ -1,7 +1,6 @@
 // Per-endpoint undici pools and one forwarding attempt: stream the request up, stream the response down, map socket errors.
 import type { IncomingHttpHeaders } from 'node:http';
-import type { ConnectionOptions } from 'node:tls';
-import { Pool, type Dispatcher } from 'undici';
+import { Pool, type buildConnector, type Dispatcher } from 'undici';
 import { MeshError } from '../api/errors.js';
 import type { Clock, Timer } from '../api/clock.js';
 import type { Endpoint } from './endpoint.js';
@@ -12,12 +11,12 @@ export interface PoolSettings {
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
   readonly connectTimeoutMs: number;
-  /** TLS client options for this endpoint (mesh mTLS); undefined = plain TCP. */
-  readonly tls?: ConnectionOptions;
+  /** The mesh mTLS connector for this endpoint (tls.ts); undefined = plain TCP. */
+  readonly connect?: buildConnector.connector;
 }
 
 export function createEndpointPool(ep: Endpoint, s: PoolSettings): Pool {
-  const origin = `${s.tls ? 'https' : 'http'}://${ep.id}`;
+  const origin = `${s.connect ? 'https' : 'http'}://${ep.id}`;
   return new Pool(origin, {
     connections: s.maxConnections,
     pipelining: 1,
@@ -26,7 +25,7 @@ export function createEndpointPool(ep: Endpoint, s: PoolSettings): Pool {
     // Our own per-try and route timeouts govern; these are only the backstop for a route with timeouts disabled.
     headersTimeout: 300_000,
     bodyTimeout: 300_000,
-    connect: { timeout: s.connectTimeoutMs, ...(s.tls ?? {}) },
+    connect: s.connect ?? { timeout: s.connectTimeoutMs },
   });
 }
 
@@ -66,11 +65,17 @@ export function classifyUpstreamError(err: unknown, endpoint: Endpoint): MeshErr
     case 'EAI_AGAIN':
     case 'UND_ERR_CONNECT_TIMEOUT':
     case 'ERR_TLS_CERT_ALTNAME_INVALID':
+    case 'ERR_MESH_PEER_IDENTITY':
+    case 'ERR_MESH_NO_CERTIFICATE':
       return new MeshError('upstream-connect-failed', `connect to ${endpoint.id} failed: ${code || msg}`, { cause: err });
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'UND_ERR_BODY_TIMEOUT':
       return new MeshError('upstream-timeout', `upstream ${endpoint.id} timed out`, { cause: err });
     default:
+      // A failed TLS handshake or certificate check means no request was ever sent: a connect failure.
+      if (code.startsWith('ERR_SSL_') || /CERT|UNABLE_TO|SELF_SIGNED/.test(code)) {
+        return new MeshError('upstream-connect-failed', `TLS to ${endpoint.id} failed: ${msg}`, { cause: err });
+      }
       return new MeshError('upstream-reset', `upstream ${endpoint.id} reset the request: ${code || msg}`, { cause: err });
   }
 }

@@ -3,6 +3,7 @@ import type { Clock } from '../api/clock.js';
 import { DEFAULTS } from '../api/resources.js';
 import type { ServiceConfig, Snapshot } from '../api/snapshot.js';
 import { defaultTrafficPolicy } from '../control-plane/compiler.js';
+import { compileAccess, type AccessTable } from './authz.js';
 import type { ClusterSet } from './cluster.js';
 import { TokenBucket, type RateLimiter } from './rate-limit.js';
 import type { CompiledRule, RouteTable } from './compiled.js';
@@ -25,6 +26,8 @@ export interface Runtime {
   /** The local app as a one-endpoint cluster config; limits come from the service's own TrafficPolicy. */
   readonly appConfig: ServiceConfig;
   readonly rateLimiter: RateLimiter | undefined;
+  /** AccessPolicies that target this sidecar's service. */
+  readonly access: AccessTable;
 }
 
 /**
@@ -62,7 +65,10 @@ export function compileRuntime(snapshot: Snapshot, me: Identity, telemetry: Tele
     : previous?.rateLimiter && prevRl && prevRl.requestsPerSecond === rl.requestsPerSecond && prevRl.burst === rl.burst
       ? previous.rateLimiter
       : new TokenBucket(rl, clock);
-  return Object.freeze({ snapshot, routes: compileRoutes(snapshot, telemetry, me.service), appRule, appConfig, rateLimiter });
+  return Object.freeze({
+    snapshot, routes: compileRoutes(snapshot, telemetry, me.service), appRule, appConfig, rateLimiter,
+    access: compileAccess(snapshot, me.service, me.namespace),
+  });
 }
 
 /** What /config_dump shows. */

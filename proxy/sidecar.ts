@@ -1,5 +1,5 @@
 // The sidecar program: load config, start the outbound, inbound and admin listeners, swap config atomically, drain on SIGTERM.
-import type http from 'node:http';
+import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { systemClock, systemRandom, type Clock, type Random } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
@@ -7,12 +7,16 @@ import { formatIssue } from '../api/resources.js';
 import type { Snapshot } from '../api/snapshot.js';
 import { validateFiles } from '../api/validate-meaning.js';
 import { compileSnapshot } from '../control-plane/compiler.js';
+import { loadCa } from '../certs/ca.js';
+import { spiffeUri } from '../certs/spiffe.js';
 import { createAdminServer } from './admin.js';
-import { Cluster, ClusterSet } from './cluster.js';
+import { Cluster, ClusterSet, CONNECT_TIMEOUT_MS } from './cluster.js';
+import { CertificateManager, localCaSource } from './credentials.js';
 import { createListener, InFlight } from './listener.js';
 import { inboundPipeline, outboundPipeline } from './pipeline.js';
 import { compileRuntime, dumpRuntime, type Identity, type Runtime } from './runtime.js';
 import { Telemetry } from './telemetry.js';
+import { createInboundServer, meshConnector } from './tls.js';
 import { Watch } from './watch.js';
 
 export interface HostPort {
@@ -27,11 +31,14 @@ export interface SidecarOptions {
   readonly admin: HostPort;
   /** Standalone mode: the resources file, compiled locally with the control plane's compiler. */
   readonly resources: string;
+  /** Holds the mesh CA (ca.crt, ca.key) the standalone sidecar issues its own certificate from. */
+  readonly dir: string;
   /** How long a drain waits for in-flight requests before closing what is left. */
   readonly drainTimeoutMs: number;
   readonly log: Logger;
   readonly clock?: Clock;
   readonly random?: Random;
+  readonly wallNow?: () => number;
 }
 
 export class ConfigError extends Error {}
@@ -50,7 +57,7 @@ export async function loadSnapshot(file: string): Promise<Snapshot> {
   return compileSnapshot(resources);
 }
 
-function listen(server: http.Server, at: HostPort): Promise<string> {
+function listen(server: net.Server, at: HostPort): Promise<string> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(at.port, at.host, () => {
@@ -65,9 +72,26 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const clock = o.clock ?? systemClock;
   const random = o.random ?? systemRandom;
   const { log, identity: me } = o;
+  const wallNow = o.wallNow ?? Date.now;
   const telemetry = new Telemetry();
   const first = await loadSnapshot(o.resources);
-  const clusters = new ClusterSet({ clock, random, telemetry, log });
+  const ca = await loadCa(o.dir);
+  const trustDomain = first.meshConfig.trustDomain;
+  if (ca.trustDomain !== trustDomain) {
+    throw new ConfigError(`MeshConfig trustDomain "${trustDomain}" does not match the CA in "${o.dir}" (trust domain "${ca.trustDomain}")`);
+  }
+  const id = { trustDomain, namespace: me.namespace, service: me.service };
+  const selfUri = spiffeUri(id);
+  const certs = new CertificateManager(
+    localCaSource(ca, () => runtime.get()?.snapshot.meshConfig.certificateTTLMs ?? first.meshConfig.certificateTTLMs),
+    id,
+    { clock, wallNow, random, log, telemetry },
+  );
+  const credentials = () => certs.credentials.get();
+  const clusters = new ClusterSet({
+    clock, random, telemetry, log,
+    connectorFor: (svc) => meshConnector(credentials, spiffeUri({ trustDomain, namespace: svc.namespace, service: svc.name }), { telemetry, connectTimeoutMs: CONNECT_TIMEOUT_MS }),
+  });
   let appCluster: Cluster | undefined;
   const runtime = new Watch<Runtime | undefined>(undefined);
   const apply = (snapshot: Snapshot): void => {
@@ -80,6 +104,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     log.info('config_applied', { version: snapshot.version, services: snapshot.services.length, routes: snapshot.routes.length });
   };
   apply(first);
+  await certs.start();
 
   const current = () => runtime.get() as Runtime;
   const deps = { clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s) };
@@ -89,7 +114,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     direction: 'outbound', clock, log, handler: outboundPipeline(deps, me.service),
     refused: telemetry.routeStats('outbound', me.service, 'unknown', 'none'),
   }, outIn);
-  const inbound = createListener({
+  const inboundHttp = createListener({
     direction: 'inbound', clock, log,
     refused: telemetry.routeStats('inbound', 'unknown', me.service, 'inbound'),
     handler: inboundPipeline({
@@ -98,8 +123,20 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       appRule: () => current().appRule,
       appCluster: () => appCluster as Cluster,
       rateLimiter: () => current().rateLimiter,
+      access: () => current().access,
+      selfUri: () => selfUri,
     }),
   }, inIn);
+  const front = createInboundServer(inboundHttp, {
+    credentials,
+    mtls: () => current().snapshot.meshConfig.mtls,
+    trustDomain: () => trustDomain,
+    wallNow,
+    telemetry,
+    log,
+  });
+  certs.credentials.subscribe(() => front.refresh());
+  const inbound = front.server;
 
   let draining: Promise<void> | undefined;
   const drain = (): Promise<void> => {
@@ -114,7 +151,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       timer?.cancel();
       if (result === 'timeout') log.warn('drain_timeout', { inflight: outIn.count + inIn.count });
       outbound.closeAllConnections();
-      inbound.closeAllConnections();
+      inboundHttp.closeAllConnections();
       await closed;
       log.info('drain_finished', {});
     })();
@@ -123,9 +160,15 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
 
   const admin = createAdminServer({
     telemetry,
-    ready: () => runtime.get() !== undefined && !draining,
+    ready: () => runtime.get() !== undefined && credentials() !== undefined && !draining,
     configDump: () => dumpRuntime(current()),
     clusters: () => ({ ...clusters.snapshot(), app: appCluster?.snapshot() }),
+    certs: () => {
+      const c = credentials();
+      return c
+        ? { spiffeId: c.uri, serial: c.serial, notBefore: new Date(c.notBefore).toISOString(), notAfter: new Date(c.notAfter).toISOString(), rotations: certs.rotations }
+        : { spiffeId: selfUri, loaded: false };
+    },
     drain,
   });
 
@@ -152,6 +195,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       await drain();
       await new Promise((r) => admin.close(r));
       admin.closeAllConnections();
+      certs.stop();
       await clusters.close();
       await appCluster?.close();
     },

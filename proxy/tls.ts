@@ -1,0 +1,186 @@
+// Mesh TLS: the inbound front door (sniff plaintext vs TLS, verify the peer's SPIFFE leaf) and the outbound mTLS connector.
+import { X509Certificate } from 'node:crypto';
+import type http from 'node:http';
+import net from 'node:net';
+import tls from 'node:tls';
+import { buildConnector } from 'undici';
+import type { Logger } from '../api/log.js';
+import { checkLeaf, parseSpiffeUri, uriSans } from '../certs/spiffe.js';
+import type { Credentials } from './credentials.js';
+import type { Peer } from './exchange.js';
+import type { Telemetry } from './telemetry.js';
+
+/** How long a new inbound connection may take to send its first byte and finish the handshake (slowloris). */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** The verified caller of each inbound TLS connection, read by the listener when it builds an exchange. */
+const peers = new WeakMap<net.Socket, Peer>();
+
+export function peerOf(socket: net.Socket): Peer | undefined {
+  return peers.get(socket);
+}
+
+export interface InboundTlsDeps {
+  readonly credentials: () => Credentials | undefined;
+  readonly mtls: () => 'strict' | 'permissive';
+  readonly trustDomain: () => string;
+  readonly wallNow: () => number;
+  readonly telemetry: Telemetry;
+  readonly log: Logger;
+}
+
+function serverOptions(c: Credentials): tls.SecureContextOptions & tls.TlsOptions {
+  return {
+    key: c.keyPem,
+    cert: c.certPem,
+    ca: c.caPem,
+    minVersion: 'TLSv1.3',
+    requestCert: true,
+    // We check the chain result ourselves in 'secureConnection', so every refusal is counted with its reason.
+    rejectUnauthorized: false,
+  };
+}
+
+/** OpenSSL verify codes → the `reason` label of mesh_tls_handshake_errors_total. */
+export function verifyReason(code: string | undefined): string {
+  switch (code) {
+    case 'CERT_HAS_EXPIRED': return 'expired';
+    case 'CERT_NOT_YET_VALID': return 'not-yet-valid';
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'CERT_SIGNATURE_FAILURE':
+      return 'untrusted-certificate';
+    default:
+      return code ? code.toLowerCase().replace(/_/g, '-') : 'unknown';
+  }
+}
+
+function handshakeReason(err: NodeJS.ErrnoException): string {
+  const code = err.code ?? '';
+  if (code === 'ERR_SSL_HTTP_REQUEST') return 'plaintext';
+  if (/UNSUPPORTED_PROTOCOL|NO_PROTOCOLS_AVAILABLE|WRONG_VERSION_NUMBER|VERSION_TOO_LOW/.test(code)) return 'protocol-version';
+  if (code === 'ECONNRESET') return 'reset';
+  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
+  return 'handshake-failed';
+}
+
+/**
+ * The inbound listener: a TCP server that looks at the first byte of each connection. A TLS ClientHello goes to
+ * the TLS server (TLS 1.3, client certificate required and checked against the SPIFFE leaf profile); anything else
+ * is plaintext, served unauthenticated in permissive mode and dropped in strict mode. Accepted connections are
+ * handed to `app`, the HTTP server that runs the inbound pipeline.
+ */
+export function createInboundServer(app: http.Server, d: InboundTlsDeps): { server: net.Server; refresh: () => void } {
+  const refused = (reason: string) => d.telemetry.tlsHandshakeErrors.labels('inbound', reason).inc();
+  let creds = d.credentials();
+  const tlsServer = tls.createServer(creds ? serverOptions(creds) : {});
+  tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+    refused(handshakeReason(err));
+    d.log.debug('tls_handshake_failed', { direction: 'inbound', error: err.message, remote: socket.remoteAddress });
+  });
+  tlsServer.on('secureConnection', (socket: tls.TLSSocket) => {
+    socket.setTimeout(0);
+    const reason = checkPeer(socket, d);
+    if (typeof reason === 'string') {
+      refused(reason);
+      d.log.debug('tls_peer_refused', { reason, remote: socket.remoteAddress });
+      socket.destroy();
+      return;
+    }
+    peers.set(socket, reason);
+    app.emit('connection', socket);
+  });
+
+  const server = net.createServer((socket) => {
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
+    socket.once('data', (chunk: Buffer) => {
+      if (chunk[0] === 0x16 /* TLS handshake record */) {
+        if (!creds) {
+          refused('no-certificate-loaded');
+          socket.destroy();
+          return;
+        }
+        socket.pause();
+        socket.unshift(chunk);
+        tlsServer.emit('connection', socket);
+      } else if (d.mtls() === 'permissive') {
+        socket.setTimeout(0);
+        // The HTTP parser reads the socket handle directly, so the first chunk is replayed rather than unshifted.
+        app.emit('connection', socket);
+        socket.emit('data', chunk);
+      } else {
+        refused('plaintext');
+        socket.destroy();
+      }
+    });
+    socket.on('error', () => socket.destroy());
+  });
+  return {
+    server,
+    /** New credentials: new handshakes use them; established connections keep theirs. */
+    refresh() {
+      creds = d.credentials();
+      if (creds) tlsServer.setSecureContext(serverOptions(creds));
+    },
+  };
+}
+
+function checkPeer(socket: tls.TLSSocket, d: InboundTlsDeps): Peer | string {
+  const cert = socket.getPeerX509Certificate();
+  if (!cert) return 'no-client-certificate';
+  if (!socket.authorized) return verifyReason(String(socket.authorizationError ?? ''));
+  const leaf = checkLeaf(cert, d.trustDomain(), d.wallNow());
+  if (!leaf.ok) return leaf.reason;
+  return { uri: `spiffe://${leaf.id.trustDomain}/ns/${leaf.id.namespace}/sa/${leaf.id.service}`, namespace: leaf.id.namespace, service: leaf.id.service };
+}
+
+export class PeerIdentityError extends Error {
+  readonly code = 'ERR_MESH_PEER_IDENTITY';
+}
+
+/**
+ * An undici connector for one destination service: presents the sidecar's current certificate, trusts only the
+ * mesh CA, and requires the server's SPIFFE id to be exactly `expected`. A new connector (and session cache) is built
+ * when the credentials rotate; pooled connections keep working on the old ones.
+ */
+export function meshConnector(credentials: () => Credentials | undefined, expected: string, deps: { telemetry: Telemetry; connectTimeoutMs: number }): buildConnector.connector {
+  let builtFor: Credentials | undefined;
+  let connect: buildConnector.connector | undefined;
+  const checkServerIdentity = (_host: string, cert: tls.PeerCertificate): Error | undefined => {
+    const sans = uriSans(new X509Certificate(cert.raw));
+    if (sans.length !== 1 || !parseSpiffeUri(sans[0])) return new PeerIdentityError(`server presented ${sans.length} URI SANs, expected exactly one SPIFFE id`);
+    if (sans[0] !== expected) return new PeerIdentityError(`server identity is "${sans[0]}", expected "${expected}"`);
+    return undefined;
+  };
+  return (opts, callback) => {
+    const creds = credentials();
+    if (!creds) {
+      callback(Object.assign(new Error('no workload certificate loaded'), { code: 'ERR_MESH_NO_CERTIFICATE' }), null);
+      return;
+    }
+    if (creds !== builtFor || !connect) {
+      builtFor = creds;
+      connect = buildConnector({
+        secureContext: tls.createSecureContext({ key: creds.keyPem, cert: creds.certPem, ca: creds.caPem, minVersion: 'TLSv1.3' }),
+        minVersion: 'TLSv1.3',
+        rejectUnauthorized: true,
+        checkServerIdentity,
+        timeout: deps.connectTimeoutMs,
+        maxCachedSessions: 100,
+      } as buildConnector.BuildOptions);
+    }
+    connect(opts, (err, socket) => {
+      if (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? '';
+        const reason = err instanceof PeerIdentityError ? 'peer-identity' : code.startsWith('ERR_SSL_') || /CERT|UNABLE_TO|SELF_SIGNED/.test(code) ? verifyReason(code) : undefined;
+        if (reason) deps.telemetry.tlsHandshakeErrors.labels('outbound', reason).inc();
+        callback(err, null);
+      } else {
+        callback(null, socket as net.Socket);
+      }
+    });
+  };
+}
