@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from './client.js';
+import { initCa } from '../../certs/ca.js';
 import { startUpstream, type Upstream } from './upstream.js';
 import { parseMetrics, type Sample } from './prom.js';
 import { waitFor } from './wait.js';
@@ -21,6 +22,8 @@ export interface SidecarOptions {
   /** "host:port" of the app; a default upstream named "app" is started when omitted. */
   app?: string;
   extraArgs?: string[];
+  /** The --dir holding the mesh CA; defaults to one shared per test process (meshDir()). */
+  dir?: string;
   /** Deadline for the listening line and /ready (default 15 s). */
   startTimeoutMs?: number;
 }
@@ -117,6 +120,18 @@ function parseListening(line: string): { outbound: string; inbound: string; admi
   return undefined;
 }
 
+let sharedDir: Promise<string> | undefined;
+
+/** One mesh CA per test process (a temp --dir), so every sidecar a test file starts trusts the others. */
+export function meshDir(): Promise<string> {
+  sharedDir ??= (async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'trellis-ca-'));
+    await initCa(dir, 'mesh.local');
+    return dir;
+  })();
+  return sharedDir;
+}
+
 export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run "npm run build" first (npm test does)`);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'trellis-e2e-'));
@@ -132,7 +147,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     '--inbound', '127.0.0.1:0',
     '--outbound', '127.0.0.1:0',
     '--admin', '127.0.0.1:0',
-    '--dir', path.join(dir, '.mesh'),
+    '--dir', opts.dir ?? (await meshDir()),
     ...(opts.extraArgs ?? []),
   ];
   const child = spawn(process.execPath, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
