@@ -3,6 +3,7 @@
 import { sidecarCommand, SIDECAR_USAGE } from './sidecar-cmd.js';
 import { UsageError } from './args.js';
 import { validateCommand } from './validate-cmd.js';
+import { certsCommand, CERTS_USAGE } from './certs-cmd.js'; // certs: registered by the certs/ issue
 import { parseArgs } from 'node:util';
 
 const USAGE = `mesh — the Trellis service mesh
@@ -10,6 +11,7 @@ const USAGE = `mesh — the Trellis service mesh
 Commands:
   mesh validate -f FILE [-f FILE…]     check resources offline; exit 1 with FILE:LINE Kind/name field.path: message lines
   ${SIDECAR_USAGE}
+  ${CERTS_USAGE}
 
 Run "mesh COMMAND --help" for one command.`;
 
@@ -25,7 +27,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    out.stdout(command === 'sidecar' ? SIDECAR_USAGE : command === 'validate' ? 'mesh validate -f FILE [-f FILE…]' : USAGE);
+    // certs: its usage is registered here by the certs/ issue.
+    out.stdout(command === 'certs' ? CERTS_USAGE : command === 'sidecar' ? SIDECAR_USAGE : command === 'validate' ? 'mesh validate -f FILE [-f FILE…]' : USAGE);
     return 0;
   }
   switch (command) {
@@ -35,6 +38,9 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'sidecar':
       return sidecarCommand(rest);
+    // certs: registered by the certs/ issue (mesh certs init | inspect).
+    case 'certs':
+      return certsCommand(rest, out);
     default:
       throw new UsageError(`unknown command "${command}" (see mesh --help)`);
   }
