@@ -76,13 +76,12 @@ function handshakeReason(err: NodeJS.ErrnoException): string {
 export function createInboundServer(app: http.Server, d: InboundTlsDeps): { server: net.Server; refresh: () => void } {
   const refused = (reason: string) => d.telemetry.tlsHandshakeErrors.labels('inbound', reason).inc();
   let creds = d.credentials();
-  const tlsServer = tls.createServer(creds ? serverOptions(creds) : {});
+  const tlsServer = tls.createServer({ ...(creds ? serverOptions(creds) : {}), handshakeTimeout: HANDSHAKE_TIMEOUT_MS });
   tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
     refused(handshakeReason(err));
     d.log.debug('tls_handshake_failed', { direction: 'inbound', error: err.message, remote: socket.remoteAddress });
   });
   tlsServer.on('secureConnection', (socket: tls.TLSSocket) => {
-    socket.setTimeout(0);
     const reason = checkPeer(socket, d);
     if (typeof reason === 'string') {
       refused(reason);
@@ -97,6 +96,8 @@ export function createInboundServer(app: http.Server, d: InboundTlsDeps): { serv
   const server = net.createServer((socket) => {
     socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
     socket.once('data', (chunk: Buffer) => {
+      // From here the TLS server's handshakeTimeout, or the HTTP server's header timeout, bounds the wait.
+      socket.setTimeout(0);
       if (chunk[0] === 0x16 /* TLS handshake record */) {
         if (!creds) {
           refused('no-certificate-loaded');
@@ -107,7 +108,6 @@ export function createInboundServer(app: http.Server, d: InboundTlsDeps): { serv
         socket.unshift(chunk);
         tlsServer.emit('connection', socket);
       } else if (d.mtls() === 'permissive') {
-        socket.setTimeout(0);
         // The HTTP parser reads the socket handle directly, so the first chunk is replayed rather than unshifted.
         app.emit('connection', socket);
         socket.emit('data', chunk);
