@@ -9,6 +9,7 @@ import { createCa, type CertificateAuthority } from './ca.js';
 import { CsrError, signCsr } from './issue.js';
 import { checkLeaf, uriSans, type SpiffeId } from './spiffe.js';
 import { createCsr, createWorkloadKey, describeCertificate, type WorkloadKey } from './workload.js';
+import { badCertificates } from '../test/harness/pki.js';
 
 // Whole seconds, because certificate times have no milliseconds; real time, because the TLS test uses the real clock.
 const NOW = Math.floor(Date.now() / 1000) * 1000;
@@ -39,10 +40,12 @@ const publicPem = (privatePem: string): string => createPublicKey(privatePem).ex
 function ecCsr(): string {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const a = forge.asn1;
+  const subject = forge.pki.createCertificationRequest().subject;
+  subject.addField({ shortName: 'CN', value: 'billing' });
   const spki = a.fromDer(forge.util.createBuffer(publicKey.export({ type: 'spki', format: 'der' }).toString('binary')));
   const cri = a.create(a.Class.UNIVERSAL, a.Type.SEQUENCE, true, [
     a.create(a.Class.UNIVERSAL, a.Type.INTEGER, false, a.integerToDer(0).getBytes()),
-    forge.pki.distinguishedNameToAsn1({ attributes: [{ type: forge.pki.oids.commonName, value: 'billing', valueTagClass: a.Type.UTF8 } as forge.pki.CertificateField] }),
+    forge.pki.distinguishedNameToAsn1(subject),
     spki,
     a.create(a.Class.CONTEXT_SPECIFIC, 0, true, []),
   ]);
@@ -174,6 +177,27 @@ describe('issued certificates in node:tls', () => {
       socket.destroy();
     } finally {
       server.close();
+    }
+  });
+});
+
+describe('test/harness/pki fixtures', () => {
+  it('each break exactly the rule they are named after', () => {
+    const bad = badCertificates(ca, 'mesh.local', 'users');
+    const now = Date.now();
+    const verdict = (pem: string): { signedByMesh: boolean; check: ReturnType<typeof checkLeaf> } => {
+      const x = new X509Certificate(pem);
+      return { signedByMesh: x.verify(ca.cert.publicKey), check: checkLeaf(x, 'mesh.local', now) };
+    };
+    expect(verdict(bad.valid('users').certPem)).toEqual({ signedByMesh: true, check: { ok: true, id: { ...billing, service: 'users' } } });
+    expect(verdict(bad.otherCa.certPem)).toEqual({ signedByMesh: false, check: { ok: true, id: { ...billing, service: 'users' } } });
+    expect(new X509Certificate(bad.otherCa.certPem).verify(bad.foreignCa.cert.publicKey)).toBe(true);
+    expect(verdict(bad.expired.certPem)).toMatchObject({ signedByMesh: true, check: { ok: false, reason: 'expired' } });
+    expect(verdict(bad.twoUriSans.certPem)).toMatchObject({ signedByMesh: true, check: { ok: false, reason: 'multiple-uri-sans' } });
+    expect(verdict(bad.caAsLeaf.certPem)).toMatchObject({ signedByMesh: true, check: { ok: false, reason: 'ca-certificate' } });
+    expect(verdict(bad.wrongTrustDomain.certPem)).toMatchObject({ signedByMesh: true, check: { ok: false, reason: 'foreign-trust-domain' } });
+    for (const kc of [bad.otherCa, bad.expired, bad.twoUriSans, bad.caAsLeaf, bad.wrongTrustDomain]) {
+      expect(new X509Certificate(kc.certPem).checkPrivateKey(createPrivateKey(kc.keyPem))).toBe(true);
     }
   });
 });

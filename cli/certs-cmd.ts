@@ -61,7 +61,8 @@ async function init(argv: string[], out: CommandOutput): Promise<number> {
   if (result.created) {
     out.stdout(`created mesh CA for trust domain "${trustDomain}" in ${dir} (${CA_FILES.cert}, ${CA_FILES.key}, ${CA_FILES.token})`);
   } else {
-    const note = result.ca.trustDomain === trustDomain ? '' : ` (not "${trustDomain}")`;
+    // Saying so matters: the operator asked for another trust domain and is not getting it.
+    const note = result.ca.trustDomain === trustDomain ? '' : `, not the requested "${trustDomain}"`;
     out.stdout(`mesh CA already exists in ${dir} (trust domain "${result.ca.trustDomain}"${note}); nothing changed`);
   }
   return 0;

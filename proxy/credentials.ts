@@ -1,11 +1,11 @@
 // Workload credentials: a key made here, a certificate from a CertificateSource, renewed at 70 % of its lifetime and swapped atomically.
 import { createPrivateKey, generateKeyPair, X509Certificate } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { Clock, Random, Timer } from '../api/clock.js';
+import type { Clock, Random } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
 import type { CertificateAuthority } from '../certs/ca.js';
 import { signCsr } from '../certs/issue.js';
-import { renewAt, retryDelay } from '../certs/rotation.js';
+import { startRotation, type Rotation, type Validity } from '../certs/rotation.js';
 import { spiffeUri, type SpiffeId } from '../certs/spiffe.js';
 import { createCsr } from '../certs/workload.js';
 import type { Telemetry } from './telemetry.js';
@@ -52,28 +52,39 @@ export interface CredentialDeps {
 
 export class CertificateManager {
   readonly credentials = new Watch<Credentials | undefined>(undefined);
-  rotations = 0;
-  private timer: Timer | undefined;
-  private failures = 0;
-  private stopped = false;
+  private rotation: Rotation | undefined;
 
   constructor(private readonly source: CertificateSource, private readonly id: SpiffeId, private readonly deps: CredentialDeps) {}
 
-  /** Obtains the first certificate; rejects if that fails, so a sidecar never serves without one. */
-  async start(): Promise<void> {
-    await this.renew();
+  get rotations(): number {
+    return this.rotation?.rotations ?? 0;
   }
 
-  /** One renewal: new key (generated off the event loop), CSR, signature, swap, next schedule. */
-  private async renew(): Promise<void> {
+  /** Obtains the first certificate (rejecting if that fails, so a sidecar never serves without one), then rotates. */
+  async start(): Promise<void> {
+    const first = await this.obtain();
+    const { clock, random, wallNow, log } = this.deps;
+    this.rotation = startRotation({
+      current: first, renew: () => this.obtain(), clock, random, wallNow,
+      onError: (err, failures, retryInMs) => {
+        const left = (this.credentials.get()?.notAfter ?? 0) - wallNow();
+        log.error('certificate_renewal_failed', { error: err, attempt: failures, retry_in_ms: retryInMs, expires_in_ms: left });
+      },
+    });
+  }
+
+  /** New key (generated off the event loop), CSR, signature, check, atomic swap. */
+  private async obtain(): Promise<Validity> {
     const { privateKey } = await generateKeyPairAsync('rsa', {
       modulusLength: 2048,
       publicKeyEncoding: { type: 'spki', format: 'pem' },
       privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
     });
     const csr = createCsr({ keyPem: privateKey }, this.id);
+    const issuedAt = this.deps.wallNow();
     const { certPem, caPem } = await this.source.sign(csr, this.id);
     const cert = new X509Certificate(certPem);
+    if (!cert.checkPrivateKey(createPrivateKey(privateKey))) throw new Error('issued certificate does not match the workload key');
     const creds: Credentials = Object.freeze({
       keyPem: privateKey,
       certPem,
@@ -84,36 +95,18 @@ export class CertificateManager {
       notBefore: Date.parse(cert.validFrom),
       notAfter: Date.parse(cert.validTo),
     });
-    if (!cert.checkPrivateKey(createPrivateKey(privateKey))) {
-      throw new Error('issued certificate does not match the workload key');
-    }
     const first = this.credentials.get() === undefined;
     this.credentials.set(creds);
-    if (!first) this.rotations++;
-    this.failures = 0;
     this.deps.telemetry.certificateExpiry.set(creds.notAfter / 1000);
     this.deps.log.info(first ? 'certificate_loaded' : 'certificate_rotated', {
       spiffe_id: creds.uri, serial: creds.serial, not_after: new Date(creds.notAfter).toISOString(),
     });
-    this.schedule(renewAt(creds.notBefore, creds.notAfter, this.deps.wallNow()) - this.deps.wallNow());
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer?.cancel();
-    this.timer = this.deps.clock.setTimeout(() => {
-      this.renew().catch((err: unknown) => {
-        this.failures++;
-        const creds = this.credentials.get();
-        const left = creds ? creds.notAfter - this.deps.wallNow() : 0;
-        this.deps.log.error('certificate_renewal_failed', { error: err, attempt: this.failures, expires_in_ms: left });
-        this.schedule(retryDelay(this.failures, this.deps.random));
-      });
-    }, Math.max(0, delayMs));
+    // The CA backdates notBefore for clock skew; 70 % is of the lifetime we were actually given, or a short TTL
+    // would be renewed almost at once.
+    return { notBeforeMs: Math.max(creds.notBefore, issuedAt), notAfterMs: creds.notAfter };
   }
 
   stop(): void {
-    this.stopped = true;
-    this.timer?.cancel();
+    this.rotation?.stop();
   }
 }
