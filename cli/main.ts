@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `mesh` command: dispatches to one file per command and turns usage errors into a one-line message and exit 2.
+import { controlPlaneCommand, CONTROL_PLANE_USAGE } from './control-plane-cmd.js';
 import { sidecarCommand, SIDECAR_USAGE } from './sidecar-cmd.js';
 import { UsageError } from './args.js';
 import { validateCommand } from './validate-cmd.js';
@@ -10,6 +11,7 @@ const USAGE = `mesh — the Trellis service mesh
 
 Commands:
   mesh validate -f FILE [-f FILE…]     check resources offline; exit 1 with FILE:LINE Kind/name field.path: message lines
+  ${CONTROL_PLANE_USAGE}
   ${SIDECAR_USAGE}
   ${CERTS_USAGE}
 
@@ -38,6 +40,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'sidecar':
       return sidecarCommand(rest);
+    case 'control-plane':
+      return controlPlaneCommand(rest);
     // certs: registered by the certs/ issue (mesh certs init | inspect).
     case 'certs':
       return certsCommand(rest, out);

@@ -1,5 +1,7 @@
 // `mesh sidecar`: flags → SidecarOptions; runs until SIGINT/SIGTERM, reloads the resources file on SIGHUP.
+import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger, isLogLevel } from '../api/log.js';
 import { ConfigError, startSidecar } from '../proxy/sidecar.js';
@@ -7,9 +9,18 @@ import { isLoopback, parseDurationFlag, parseHostPort, parseLabels, UsageError }
 
 export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--namespace default] [--instance ID] [--labels k=v,…]
              [--inbound 0.0.0.0:15006] [--outbound 127.0.0.1:15001] [--admin 127.0.0.1:15000]
-             --resources FILE.yaml [--dir .mesh]   standalone mode: static resources compiled locally,
-                                                    certificate issued from the CA in --dir (mesh certs init)
+             [--control-plane HOST:PORT[,…]] [--token-file F] [--dir .mesh]   dynamic mode: config and certificate from the control plane
+             [--resources FILE.yaml]                                         standalone mode: static resources, certificate from the CA in --dir
              [--drain-timeout 30s] [--log-level info]`;
+
+/** The join token: --token-file, else MESH_TOKEN, else the admin token in --dir (one machine: it may obtain any identity). */
+async function readToken(file: string | undefined, dir: string): Promise<string> {
+  if (file) return (await readFile(file, 'utf8').catch(() => { throw new UsageError(`--token-file: cannot read "${file}"`); })).trim();
+  if (process.env.MESH_TOKEN) return process.env.MESH_TOKEN.trim();
+  return (await readFile(join(dir, 'admin.token'), 'utf8').catch(() => {
+    throw new UsageError(`no join token: pass --token-file (mesh token create --service NAME), or run where ${join(dir, 'admin.token')} exists`);
+  })).trim();
+}
 
 export async function sidecarCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -28,12 +39,11 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
   if (!values.app) throw new UsageError('--app is required');
   const level = values['log-level'];
   if (!isLogLevel(level)) throw new UsageError(`--log-level: expected debug, info, warn or error, got "${level}"`);
-  if (!values.resources) {
-    const cp = values['control-plane'] ?? process.env.MESH_CONTROL_PLANE;
-    throw new UsageError(cp
-      ? `dynamic mode (--control-plane ${cp}) is not available in this build: run standalone with --resources FILE.yaml`
-      : '--resources FILE.yaml is required (standalone mode)');
-  }
+  const cp = values['control-plane'] ?? process.env.MESH_CONTROL_PLANE;
+  if (!values.resources && !cp) throw new UsageError('either --resources FILE.yaml (standalone) or --control-plane HOST:PORT[,…] (dynamic) is required');
+  if (values.resources && cp) throw new UsageError('--resources and --control-plane are exclusive: pick standalone or dynamic mode');
+  const endpoints = cp ? cp.split(',').map((e) => e.trim()).filter(Boolean) : [];
+  for (const e of endpoints) parseHostPort('control-plane', e);
   const outbound = parseHostPort('outbound', values.outbound);
   const admin = parseHostPort('admin', values.admin);
   // HARDENING.md security defaults: nothing but local processes may use the outbound or admin ports.
@@ -45,11 +55,13 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
   let sidecar;
   try {
     sidecar = await startSidecar({
-      identity: { service: values.service, namespace: values.namespace, app: parseHostPort('app', values.app), labels: parseLabels(values.labels) },
+      identity: { service: values.service, namespace: values.namespace, app: parseHostPort('app', values.app), labels: parseLabels(values.labels), instance },
       inbound: parseHostPort('inbound', values.inbound),
       outbound,
       admin,
-      resources: values.resources,
+      config: values.resources
+        ? { mode: 'file', resources: values.resources }
+        : { mode: 'control-plane', endpoints, token: await readToken(values['token-file'], values.dir) },
       dir: values.dir,
       drainTimeoutMs: parseDurationFlag('drain-timeout', values['drain-timeout']),
       log,

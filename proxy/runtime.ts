@@ -16,6 +16,8 @@ export interface Identity {
   /** host:port of the local application. */
   readonly app: { readonly host: string; readonly port: number };
   readonly labels: Readonly<Record<string, string>>;
+  /** This sidecar's instance id (registry key, `mesh status`). */
+  readonly instance: string;
 }
 
 export interface Runtime {

@@ -3,17 +3,18 @@ import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { systemClock, systemRandom, type Clock, type Random } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
-import { formatIssue } from '../api/resources.js';
 import type { Snapshot } from '../api/snapshot.js';
-import { validateFiles } from '../api/validate-meaning.js';
-import { compileSnapshot } from '../control-plane/compiler.js';
-import { loadCa } from '../certs/ca.js';
+import { MeshError } from '../api/errors.js';
 import { spiffeUri } from '../certs/spiffe.js';
 import { createAdminServer } from './admin.js';
 import { Cluster, ClusterSet, CONNECT_TIMEOUT_MS } from './cluster.js';
-import { CertificateManager, localCaSource } from './credentials.js';
+import { configSource, loadSnapshot } from './config-source.js';
+export { ConfigError } from './config-source.js';
+import { CertificateManager } from './credentials.js';
 import { createListener, InFlight } from './listener.js';
 import { inboundPipeline, outboundPipeline } from './pipeline.js';
+import type { Handler } from './pipeline-types.js';
+import { respondError } from './respond.js';
 import { compileRuntime, dumpRuntime, type Identity, type Runtime } from './runtime.js';
 import { Telemetry } from './telemetry.js';
 import { createInboundServer, meshConnector } from './tls.js';
@@ -29,9 +30,11 @@ export interface SidecarOptions {
   readonly inbound: HostPort;
   readonly outbound: HostPort;
   readonly admin: HostPort;
-  /** Standalone mode: the resources file, compiled locally with the control plane's compiler. */
-  readonly resources: string;
-  /** Holds the mesh CA (ca.crt, ca.key) the standalone sidecar issues its own certificate from. */
+  /**
+   * Where config and certificates come from: a resources file compiled locally with the control plane's compiler
+   * and the CA in `dir` (standalone), or the control plane (dynamic; `dir` then only needs ca.crt to trust it).
+   */
+  readonly config: { readonly mode: 'file'; readonly resources: string } | { readonly mode: 'control-plane'; readonly endpoints: readonly string[]; readonly token: string };
   readonly dir: string;
   /** How long a drain waits for in-flight requests before closing what is left. */
   readonly drainTimeoutMs: number;
@@ -41,20 +44,15 @@ export interface SidecarOptions {
   readonly wallNow?: () => number;
 }
 
-export class ConfigError extends Error {}
 
 export interface Sidecar {
   readonly addresses: { outbound: string; inbound: string; admin: string };
-  /** Re-read the resources file; a file that fails validation changes nothing (as a NACK would). */
+  /** Resolves once a config is applied (at once in standalone mode). */
+  readonly configured: Promise<void>;
+  /** Re-read the resources file (standalone mode); a file that fails validation changes nothing (as a NACK would). */
   reload(): Promise<boolean>;
   /** Stop accepting, let in-flight requests finish (bounded by drainTimeoutMs), close everything. */
   shutdown(): Promise<void>;
-}
-
-export async function loadSnapshot(file: string): Promise<Snapshot> {
-  const { resources, issues } = await validateFiles([file]);
-  if (issues.length > 0) throw new ConfigError(issues.map(formatIssue).join('\n'));
-  return compileSnapshot(resources);
 }
 
 function listen(server: net.Server, at: HostPort): Promise<string> {
@@ -74,50 +72,61 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const { log, identity: me } = o;
   const wallNow = o.wallNow ?? Date.now;
   const telemetry = new Telemetry();
-  const first = await loadSnapshot(o.resources);
-  const ca = await loadCa(o.dir);
-  const trustDomain = first.meshConfig.trustDomain;
-  if (ca.trustDomain !== trustDomain) {
-    throw new ConfigError(`MeshConfig trustDomain "${trustDomain}" does not match the CA in "${o.dir}" (trust domain "${ca.trustDomain}")`);
-  }
+  const runtime = new Watch<Runtime | undefined>(undefined);
+  const source = await configSource(o, me, { clock, random, log });
+  const { trustDomain } = source;
   const id = { trustDomain, namespace: me.namespace, service: me.service };
   const selfUri = spiffeUri(id);
-  const certs = new CertificateManager(
-    localCaSource(ca, () => runtime.get()?.snapshot.meshConfig.certificateTTLMs ?? first.meshConfig.certificateTTLMs),
-    id,
-    { clock, wallNow, random, log, telemetry },
-  );
+  const certs = new CertificateManager(source.certificates(() => runtime.get()?.snapshot.meshConfig.certificateTTLMs), id, { clock, wallNow, random, log, telemetry });
   const credentials = () => certs.credentials.get();
   const clusters = new ClusterSet({
     clock, random, telemetry, log,
     connectorFor: (svc) => meshConnector(credentials, spiffeUri({ trustDomain, namespace: svc.namespace, service: svc.name }), { telemetry, connectTimeoutMs: CONNECT_TIMEOUT_MS }),
   });
   let appCluster: Cluster | undefined;
-  const runtime = new Watch<Runtime | undefined>(undefined);
+  let configuredResolve: () => void = () => undefined;
+  const configured = new Promise<void>((r) => { configuredResolve = r; });
+  /** Compiles first and swaps only on success, so a snapshot that cannot be applied changes nothing. */
   const apply = (snapshot: Snapshot): void => {
     const rt = compileRuntime(snapshot, me, telemetry, clock, runtime.get());
     clusters.apply(snapshot);
     if (appCluster) appCluster.update(rt.appConfig);
     else appCluster = new Cluster(rt.appConfig, { clock, random, telemetry, log });
     runtime.set(rt);
+    configuredResolve();
     telemetry.configUpdates.labels('ack').inc();
     log.info('config_applied', { version: snapshot.version, services: snapshot.services.length, routes: snapshot.routes.length });
   };
-  apply(first);
+  const applyOrCount = (snapshot: Snapshot): void => {
+    try {
+      apply(snapshot);
+    } catch (err) {
+      telemetry.configUpdates.labels('nack').inc();
+      throw err;
+    }
+  };
+  source.onSnapshot(applyOrCount);
+  if (source.first) apply(source.first);
   await certs.start();
 
   const current = () => runtime.get() as Runtime;
+  // Dynamic mode listens before its first snapshot (the Hello needs the inbound address): until then, a clear 503.
+  const gate = (h: Handler): Handler => (ex) => {
+    if (runtime.get()) return h(ex);
+    respondError(ex, new MeshError('no-healthy-upstream', 'sidecar has no config from the control plane yet'));
+    return Promise.resolve();
+  };
   const deps = { clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s) };
   const outIn = new InFlight();
   const inIn = new InFlight();
   const outbound = createListener({
-    direction: 'outbound', clock, log, handler: outboundPipeline(deps, me.service),
+    direction: 'outbound', clock, log, handler: gate(outboundPipeline(deps, me.service)),
     refused: telemetry.routeStats('outbound', me.service, 'unknown', 'none'),
   }, outIn);
   const inboundHttp = createListener({
     direction: 'inbound', clock, log,
     refused: telemetry.routeStats('inbound', 'unknown', me.service, 'inbound'),
-    handler: inboundPipeline({
+    handler: gate(inboundPipeline({
       ...deps,
       service: me.service,
       appRule: () => current().appRule,
@@ -125,7 +134,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       rateLimiter: () => current().rateLimiter,
       access: () => current().access,
       selfUri: () => selfUri,
-    }),
+    })),
   }, inIn);
   const front = createInboundServer(inboundHttp, {
     credentials,
@@ -178,16 +187,20 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     admin: await listen(admin, o.admin),
   };
   log.info('listening', { service: me.service, ...addresses });
+  source.start(addresses.inbound, () => Math.floor((credentials()?.notAfter ?? 0) / 1000));
+  certs.credentials.subscribe((c) => source.certificateRenewed(Math.floor((c?.notAfter ?? 0) / 1000)));
 
   return {
     addresses,
+    configured,
     async reload() {
+      if (o.config.mode !== 'file') return false;
       try {
-        apply(await loadSnapshot(o.resources));
+        apply(await loadSnapshot(o.config.resources));
         return true;
       } catch (err) {
         telemetry.configUpdates.labels('nack').inc();
-        log.error('config_rejected', { file: o.resources, error: (err as Error).message });
+        log.error('config_rejected', { file: o.config.resources, error: (err as Error).message });
         return false;
       }
     },
@@ -196,6 +209,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       await new Promise((r) => admin.close(r));
       admin.closeAllConnections();
       certs.stop();
+      source.stop();
       await clusters.close();
       await appCluster?.close();
     },

@@ -1,0 +1,48 @@
+// `mesh control-plane`: flags → ControlPlaneOptions; runs until SIGINT/SIGTERM.
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { createLogger, isLogLevel } from '../api/log.js';
+import { startControlPlane } from '../control-plane/control-plane.js';
+import { parseHostPort, UsageError } from './args.js';
+
+export const CONTROL_PLANE_USAGE = `mesh control-plane [--etcd HOST:PORT[,…]] [--listen 127.0.0.1:15010] [--http 127.0.0.1:15014] [--dir .mesh]
+             [--trust-domain mesh.local] [--name ID] [--log-level info]`;
+
+export async function controlPlaneCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      etcd: { type: 'string' }, listen: { type: 'string', default: '127.0.0.1:15010' }, http: { type: 'string', default: '127.0.0.1:15014' },
+      dir: { type: 'string', default: '.mesh' }, 'trust-domain': { type: 'string', default: 'mesh.local' }, name: { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+    },
+    strict: true,
+  });
+  const level = values['log-level'];
+  if (!isLogLevel(level)) throw new UsageError(`--log-level: expected debug, info, warn or error, got "${level}"`);
+  const etcd = values.etcd?.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const e of etcd ?? []) parseHostPort('etcd', e);
+  const name = values.name ?? `${hostname()}-${process.pid}`;
+  const log = createLogger(level, { program: 'control-plane', name });
+  let cp;
+  try {
+    cp = await startControlPlane({
+      dir: values.dir, listen: parseHostPort('listen', values.listen), http: parseHostPort('http', values.http),
+      etcd: etcd?.map((e) => `http://${e}`), trustDomain: values['trust-domain'], log, name,
+    });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const reason = e.code === 'EADDRINUSE' ? `address already in use: ${e.message}` : e.message;
+    log.error('start_failed', { error: reason });
+    process.stderr.write(`mesh control-plane: ${reason}\n`);
+    return 1;
+  }
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      log.info('signal', { signal });
+      cp.stop().then(() => resolve(0), () => resolve(1));
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}

@@ -1,0 +1,113 @@
+// The control-plane program: open the store, load or create the CA, serve gRPC (and a small HTTP health API), stop cleanly.
+import { generateKeyPairSync } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../api/log.js';
+import { DEFAULTS } from '../api/resources.js';
+import { CA_FILES, initCa, type CertificateAuthority } from '../certs/ca.js';
+import { signCsr } from '../certs/issue.js';
+import { createCsr } from '../certs/workload.js';
+import { compileMesh } from './snapshots.js';
+import { PushServer } from './push.js';
+import { ResourcesApi } from './resources-api.js';
+import { CONTROL_PLANE_ID, createServer } from './server.js';
+import { MeshState } from './state.js';
+import type { Store } from './store.js';
+import { openEmbeddedStore } from './store-embedded.js';
+import { openEtcdStore } from './store-etcd.js';
+import { Tokens } from './tokens.js';
+
+export interface ControlPlaneOptions {
+  readonly dir: string;
+  readonly listen: { host: string; port: number };
+  readonly http: { host: string; port: number };
+  readonly etcd: string[] | undefined;
+  readonly trustDomain: string;
+  readonly log: Logger;
+  /** Distinguishes replicas in `mesh status`. */
+  readonly name: string;
+}
+
+export interface ControlPlane {
+  readonly grpcAddress: string;
+  readonly httpAddress: string;
+  stop(): Promise<void>;
+}
+
+/** A fresh server certificate per start, with the control plane's SPIFFE id (clients check it, not a host name). */
+async function serverCredentials(ca: CertificateAuthority, dir: string): Promise<grpc.ServerCredentials> {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+  const id = CONTROL_PLANE_ID(ca.trustDomain);
+  const cert = signCsr(ca, createCsr({ keyPem: privateKey }, id), { id, ttlMs: 365 * 24 * 3600_000 });
+  await writeFile(join(dir, 'control-plane.crt'), cert, { mode: 0o644 });
+  await writeFile(join(dir, 'control-plane.key'), privateKey, { mode: 0o600 });
+  return grpc.ServerCredentials.createSsl(Buffer.from(ca.certPem), [{ cert_chain: Buffer.from(cert), private_key: Buffer.from(privateKey) }], false);
+}
+
+export async function startControlPlane(o: ControlPlaneOptions): Promise<ControlPlane> {
+  const { log } = o;
+  const { ca, created } = await initCa(o.dir, o.trustDomain);
+  if (created) log.info('ca_created', { dir: o.dir, trust_domain: ca.trustDomain });
+  const adminToken = (await readFile(join(o.dir, CA_FILES.token), 'utf8')).trim();
+  let store: Store;
+  if (o.etcd?.length) {
+    store = await openEtcdStore(o.etcd, { log });
+    log.info('store', { kind: 'etcd', endpoints: o.etcd });
+  } else {
+    store = await openEmbeddedStore(join(o.dir, 'store'), { log });
+    log.info('store', { kind: 'embedded', note: 'single replica: use --etcd for several control planes' });
+  }
+  const state = new MeshState(store, log);
+  await state.start();
+  const push = new PushServer(store, state, log, o.name);
+  const resources = new ResourcesApi(store, state);
+  const tokens = new Tokens(store, adminToken);
+  const certificateTTLMs = () => {
+    try {
+      return compileMesh(state, log).snapshot.meshConfig.certificateTTLMs;
+    } catch {
+      return DEFAULTS.meshConfig.certificateTTLMs;
+    }
+  };
+  const server = createServer({ ca, store, state, push, resources, tokens, log, certificateTTLMs }, o.name);
+  const port = await new Promise<number>((resolve, reject) => {
+    void serverCredentials(ca, o.dir).then((creds) =>
+      server.bindAsync(`${o.listen.host}:${o.listen.port}`, creds, (err, p) => (err ? reject(err) : resolve(p))), reject);
+  });
+  const health = http.createServer((req, res) => {
+    const ok = state.healthy;
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/live') return void res.end('live\n');
+    if (path === '/ready') {
+      res.statusCode = ok ? 200 : 503;
+      return void res.end(ok ? 'ready\n' : `store unavailable; serving revision ${state.revision}\n`);
+    }
+    if (path === '/status') {
+      res.setHeader('content-type', 'application/json');
+      return void res.end(JSON.stringify({ revision: state.revision, storeHealthy: ok, store: store.kind, sidecars: push.status() }, null, 2));
+    }
+    res.statusCode = 404;
+    res.end('try /ready /live /status\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    health.once('error', reject);
+    health.listen(o.http.port, o.http.host, () => resolve());
+  });
+  const grpcAddress = `${o.listen.host}:${port}`;
+  const httpAddress = `${o.http.host}:${(health.address() as AddressInfo).port}`;
+  log.info('listening', { grpc: grpcAddress, http: httpAddress, revision: state.revision });
+  return {
+    grpcAddress,
+    httpAddress,
+    async stop() {
+      push.close();
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      health.close();
+      state.close();
+      await store.close();
+    },
+  };
+}

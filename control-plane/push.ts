@@ -1,0 +1,141 @@
+// The discovery stream (DESIGN.md §6): Hello registers the sidecar under a lease, snapshots are pushed when its view changes, Ack/Nack recorded.
+import { randomBytes } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../api/log.js';
+import type { DiscoveryRequest, Hello, SidecarStatus, SnapshotMessage } from '../api/protocol.js';
+import { compileMesh, viewFor, type Compiled } from './snapshots.js';
+import { registryKey, type MeshState } from './state.js';
+import type { Lease, Store } from './store.js';
+
+/** How long a registration outlives a control plane that vanished without closing its streams. */
+const REGISTRATION_TTL_MS = 10_000;
+
+interface Connection {
+  readonly call: grpc.ServerDuplexStream<DiscoveryRequest, SnapshotMessage>;
+  hello: Hello;
+  lease: Lease | undefined;
+  connectedSince: number;
+  sentHash: string;
+  sentVersion: string;
+  sentNonce: string;
+  ackedHash: string;
+  ackedVersion: string;
+  nackError: string;
+  /** Hash of the version the sidecar NACKed: not resent until the view changes again. */
+  nackedHash: string;
+}
+
+export class PushServer {
+  private readonly conns = new Set<Connection>();
+  private mesh: Compiled | undefined;
+
+  constructor(private readonly store: Store, private readonly state: MeshState, private readonly log: Logger, private readonly name: string) {
+    state.onChange(() => this.recompile());
+  }
+
+  /** Compile once per burst of store changes, then push only to sidecars whose view changed. */
+  private recompile(): void {
+    try {
+      this.mesh = compileMesh(this.state, this.log);
+    } catch (err) {
+      this.log.error('compile_failed', { error: err, revision: this.state.revision });
+      return;
+    }
+    for (const c of this.conns) this.push(c);
+  }
+
+  private push(c: Connection): void {
+    if (!this.mesh) this.mesh = compileMesh(this.state, this.log);
+    const { json, hash } = viewFor(this.mesh, c.hello);
+    if (hash === c.sentHash || hash === c.nackedHash) return;
+    const nonce = randomBytes(8).toString('hex');
+    c.sentHash = hash;
+    c.sentVersion = String(this.mesh.revision);
+    c.sentNonce = nonce;
+    c.call.write({ version: c.sentVersion, nonce, snapshotJson: json });
+  }
+
+  handle(call: grpc.ServerDuplexStream<DiscoveryRequest, SnapshotMessage>): void {
+    let conn: Connection | undefined;
+    call.on('data', (msg: DiscoveryRequest) => {
+      if (msg.hello) {
+        if (!msg.hello.service || !msg.hello.instance || !msg.hello.address) {
+          call.destroy(new Error('Hello needs service, instance and address'));
+          return;
+        }
+        if (!conn) {
+          conn = {
+            call, hello: { ...msg.hello, namespace: msg.hello.namespace || 'default' }, lease: undefined, connectedSince: Date.now(),
+            sentHash: '', sentVersion: '', sentNonce: '', ackedHash: '', ackedVersion: msg.hello.version, nackError: '', nackedHash: '',
+          };
+          this.conns.add(conn);
+          void this.register(conn);
+          this.log.info('sidecar_connected', { service: conn.hello.service, instance: conn.hello.instance, address: conn.hello.address });
+          this.push(conn);
+        } else {
+          conn.hello = { ...conn.hello, certExpiryUnix: msg.hello.certExpiryUnix };
+        }
+        return;
+      }
+      if (!conn) return;
+      if (msg.ack && msg.ack.nonce === conn.sentNonce) {
+        conn.ackedHash = conn.sentHash;
+        conn.ackedVersion = msg.ack.version;
+        conn.nackError = '';
+        conn.nackedHash = '';
+      } else if (msg.nack && msg.nack.nonce === conn.sentNonce) {
+        conn.nackError = msg.nack.error;
+        conn.nackedHash = conn.sentHash;
+        // The sidecar keeps its previous config, so what it runs is what it last acknowledged.
+        conn.sentHash = conn.ackedHash;
+        this.log.warn('snapshot_nacked', { service: conn.hello.service, instance: conn.hello.instance, version: msg.nack.version, error: msg.nack.error });
+      }
+    });
+    const gone = () => {
+      if (!conn || !this.conns.delete(conn)) return;
+      this.log.info('sidecar_disconnected', { service: conn.hello.service, instance: conn.hello.instance });
+      void conn.lease?.revoke().catch(() => undefined);
+    };
+    call.on('end', () => { gone(); call.end(); });
+    call.on('error', gone);
+    call.on('close', gone);
+    call.on('cancelled', gone);
+  }
+
+  /** The sidecar becomes an endpoint of its service for as long as its stream (and this control plane) lives. */
+  private async register(c: Connection): Promise<void> {
+    try {
+      const lease = await this.store.grantLease(REGISTRATION_TTL_MS);
+      if (!this.conns.has(c)) {
+        await lease.revoke();
+        return;
+      }
+      c.lease = lease;
+      const h = c.hello;
+      await this.store.put(registryKey(h.namespace, h.service, h.instance), JSON.stringify({
+        service: h.service, namespace: h.namespace, instance: h.instance, address: h.address, labels: h.labels,
+        controlPlane: this.name, connectedSince: c.connectedSince,
+      }), { lease: lease.id });
+      lease.onLost(() => {
+        if (this.conns.has(c)) void this.register(c);
+      });
+    } catch (err) {
+      this.log.error('registration_failed', { service: c.hello.service, instance: c.hello.instance, error: err });
+    }
+  }
+
+  /** Sidecars connected to this replica, with their sync state. */
+  status(): SidecarStatus[] {
+    return [...this.conns].map((c) => ({
+      service: c.hello.service, namespace: c.hello.namespace, instance: c.hello.instance, address: c.hello.address,
+      ackedVersion: c.ackedVersion, sentVersion: c.sentVersion, nackError: c.nackError,
+      certExpiryUnix: c.hello.certExpiryUnix, connectedSinceUnix: Math.floor(c.connectedSince / 1000), controlPlane: this.name,
+      inSync: c.ackedHash !== '' && c.ackedHash === c.sentHash && c.nackError === '',
+    }));
+  }
+
+  close(): void {
+    for (const c of this.conns) c.call.end();
+    this.conns.clear();
+  }
+}

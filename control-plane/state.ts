@@ -1,0 +1,128 @@
+// The control plane's view of the store: every resource and registered sidecar, kept current by one watch, re-read after compaction.
+import type { Logger } from '../api/log.js';
+import type { KeyValue, Store, WatchHandle } from './store.js';
+
+export const PREFIX = '/trellis/';
+export const RESOURCES = `${PREFIX}resources/`;
+export const REGISTRY = `${PREFIX}registry/`;
+export const TOKENS = `${PREFIX}tokens/`;
+
+export function resourceKey(kind: string, namespace: string, name: string): string {
+  return `${RESOURCES}${kind}/${namespace}/${name}`;
+}
+
+export function registryKey(namespace: string, service: string, instance: string): string {
+  return `${REGISTRY}${namespace}/${service}/${instance}`;
+}
+
+export interface Registration {
+  readonly service: string;
+  readonly namespace: string;
+  readonly instance: string;
+  readonly address: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+/**
+ * Mirrors `/trellis/resources/` and `/trellis/registry/` in memory. Changes are coalesced: listeners run once per
+ * burst (debounceMs after the last event), so a `mesh apply` of many resources causes one compile and one push.
+ */
+export class MeshState {
+  readonly resources = new Map<string, KeyValue>();
+  readonly registry = new Map<string, KeyValue>();
+  revision = 0;
+  healthy = false;
+  private watch: WatchHandle | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<() => void>();
+  private closed = false;
+
+  constructor(private readonly store: Store, private readonly log: Logger, private readonly debounceMs = 50) {}
+
+  async start(): Promise<void> {
+    await this.load();
+  }
+
+  onChange(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  registrations(): Registration[] {
+    const out: Registration[] = [];
+    for (const kv of this.registry.values()) {
+      try {
+        out.push(JSON.parse(kv.value) as Registration);
+      } catch {
+        this.log.warn('registry_entry_unreadable', { key: kv.key });
+      }
+    }
+    return out;
+  }
+
+  /** Full read, then watch from the next revision: no event between the two can be missed. */
+  private async load(): Promise<void> {
+    const range = await this.store.get(PREFIX);
+    this.resources.clear();
+    this.registry.clear();
+    for (const kv of range.kvs) this.index(kv);
+    this.revision = range.revision;
+    this.healthy = true;
+    this.watch?.close();
+    this.watch = this.store.watch(PREFIX, range.revision + 1, {
+      onEvents: (events, revision) => {
+        for (const e of events) {
+          if (e.type === 'put') this.index(e.kv);
+          else {
+            this.resources.delete(e.key);
+            this.registry.delete(e.key);
+          }
+        }
+        this.revision = Math.max(this.revision, revision);
+        this.healthy = true;
+        this.changed();
+      },
+      onCompacted: (revision) => {
+        // Events we had not seen are gone: the only correct recovery is a fresh read of the whole state.
+        this.log.warn('store_compacted', { revision });
+        void this.reload();
+      },
+      onError: (err) => {
+        this.healthy = false;
+        this.log.warn('store_degraded', { error: err.message, serving_revision: this.revision });
+      },
+    });
+    this.changed();
+  }
+
+  private async reload(): Promise<void> {
+    for (let attempt = 1; !this.closed; attempt++) {
+      try {
+        await this.load();
+        return;
+      } catch (err) {
+        this.healthy = false;
+        this.log.warn('store_reload_failed', { error: err, attempt });
+        await new Promise((r) => setTimeout(r, Math.min(5_000, 250 * attempt)));
+      }
+    }
+  }
+
+  private index(kv: KeyValue): void {
+    if (kv.key.startsWith(RESOURCES)) this.resources.set(kv.key, kv);
+    else if (kv.key.startsWith(REGISTRY)) this.registry.set(kv.key, kv);
+  }
+
+  private changed(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      for (const fn of this.listeners) fn();
+    }, this.debounceMs);
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.watch?.close();
+  }
+}
