@@ -88,6 +88,10 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const configured = new Promise<void>((r) => { configuredResolve = r; });
   /** Compiles first and swaps only on success, so a snapshot that cannot be applied changes nothing. */
   const apply = (snapshot: Snapshot): void => {
+    if (snapshot.meshConfig.trustDomain !== trustDomain) {
+      // Our certificate and every peer check are tied to the trust domain: switching needs new certificates first.
+      throw new Error(`MeshConfig trustDomain "${snapshot.meshConfig.trustDomain}" does not match this sidecar's trust domain "${trustDomain}"`);
+    }
     const rt = compileRuntime(snapshot, me, telemetry, clock, runtime.get());
     clusters.apply(snapshot);
     if (appCluster) appCluster.update(rt.appConfig);
