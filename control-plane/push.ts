@@ -28,6 +28,8 @@ interface Connection {
 export class PushServer {
   private readonly conns = new Set<Connection>();
   private mesh: Compiled | undefined;
+  /** Views differ only by the sidecar's service, so each is encoded once per revision, not once per sidecar. */
+  private views = new Map<string, { json: string; hash: string }>();
 
   constructor(private readonly store: Store, private readonly state: MeshState, private readonly log: Logger, private readonly name: string) {
     state.onChange(() => this.recompile());
@@ -37,6 +39,7 @@ export class PushServer {
   private recompile(): void {
     try {
       this.mesh = compileMesh(this.state, this.log);
+      this.views = new Map();
     } catch (err) {
       this.log.error('compile_failed', { error: err, revision: this.state.revision });
       return;
@@ -46,7 +49,10 @@ export class PushServer {
 
   private push(c: Connection): void {
     if (!this.mesh) this.mesh = compileMesh(this.state, this.log);
-    const { json, hash } = viewFor(this.mesh, c.hello);
+    const key = `${c.hello.namespace}/${c.hello.service}`;
+    let view = this.views.get(key);
+    if (!view) this.views.set(key, (view = viewFor(this.mesh, c.hello)));
+    const { json, hash } = view;
     if (hash === c.sentHash || hash === c.nackedHash) return;
     const nonce = randomBytes(8).toString('hex');
     c.sentHash = hash;
