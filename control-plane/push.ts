@@ -13,7 +13,6 @@ const REGISTRATION_TTL_MS = 10_000;
 interface Connection {
   readonly call: grpc.ServerDuplexStream<DiscoveryRequest, SnapshotMessage>;
   hello: Hello;
-  lease: Lease | undefined;
   connectedSince: number;
   sentHash: string;
   sentVersion: string;
@@ -27,6 +26,7 @@ interface Connection {
 
 export class PushServer {
   private readonly conns = new Set<Connection>();
+  private lease: Promise<Lease> | undefined;
   private mesh: Compiled | undefined;
   /** Views differ only by the sidecar's service, so each is encoded once per revision, not once per sidecar. */
   private views = new Map<string, { json: string; hash: string }>();
@@ -71,7 +71,7 @@ export class PushServer {
         }
         if (!conn) {
           conn = {
-            call, hello: { ...msg.hello, namespace: msg.hello.namespace || 'default' }, lease: undefined, connectedSince: Date.now(),
+            call, hello: { ...msg.hello, namespace: msg.hello.namespace || 'default' }, connectedSince: Date.now(),
             sentHash: '', sentVersion: '', sentNonce: '', ackedHash: '', ackedVersion: msg.hello.version, nackError: '', nackedHash: '',
           };
           this.conns.add(conn);
@@ -100,7 +100,12 @@ export class PushServer {
     const gone = () => {
       if (!conn || !this.conns.delete(conn)) return;
       this.log.info('sidecar_disconnected', { service: conn.hello.service, instance: conn.hello.instance });
-      void conn.lease?.revoke().catch(() => undefined);
+      const h = conn.hello;
+      const key = registryKey(h.namespace, h.service, h.instance);
+      // A quick reconnect of the same instance may already hold the key again.
+      if (![...this.conns].some((c) => registryKey(c.hello.namespace, c.hello.service, c.hello.instance) === key)) {
+        void this.store.delete(key).catch((err: unknown) => this.log.warn('deregistration_failed', { key, error: err }));
+      }
     };
     call.on('end', () => { gone(); call.end(); });
     call.on('error', gone);
@@ -108,23 +113,36 @@ export class PushServer {
     call.on('cancelled', gone);
   }
 
+  /**
+   * One lease per control-plane session holds every registration it made: if this replica dies, its sidecars
+   * vanish from the registry after the TTL (and re-register wherever they reconnect); a closed stream deletes its
+   * own key at once.
+   */
+  private sessionLease(): Promise<Lease> {
+    this.lease ??= this.store.grantLease(REGISTRATION_TTL_MS).then((lease) => {
+      lease.onLost(() => {
+        this.lease = undefined;
+        this.log.warn('registry_lease_lost', { lease: lease.id });
+        for (const c of this.conns) void this.register(c);
+      });
+      return lease;
+    }, (err: unknown) => {
+      this.lease = undefined;
+      throw err;
+    });
+    return this.lease;
+  }
+
   /** The sidecar becomes an endpoint of its service for as long as its stream (and this control plane) lives. */
   private async register(c: Connection): Promise<void> {
     try {
-      const lease = await this.store.grantLease(REGISTRATION_TTL_MS);
-      if (!this.conns.has(c)) {
-        await lease.revoke();
-        return;
-      }
-      c.lease = lease;
+      const lease = await this.sessionLease();
+      if (!this.conns.has(c)) return;
       const h = c.hello;
       await this.store.put(registryKey(h.namespace, h.service, h.instance), JSON.stringify({
         service: h.service, namespace: h.namespace, instance: h.instance, address: h.address, labels: h.labels,
         controlPlane: this.name, connectedSince: c.connectedSince,
       }), { lease: lease.id });
-      lease.onLost(() => {
-        if (this.conns.has(c)) void this.register(c);
-      });
     } catch (err) {
       this.log.error('registration_failed', { service: c.hello.service, instance: c.hello.instance, error: err });
     }
