@@ -61,6 +61,6 @@ export interface SidecarStatus {
   service: string; namespace: string; instance: string; address: string; ackedVersion: string; sentVersion: string;
   nackError: string; certExpiryUnix: number; connectedSinceUnix: number; controlPlane: string; inSync: boolean;
 }
-export interface StatusResponse { currentVersion: string; sidecars: SidecarStatus[]; store: string; storeHealthy: boolean; caTrustDomain: string }
+export interface StatusResponse { currentVersion: string; sidecars: SidecarStatus[]; store: string; storeHealthy: boolean; caTrustDomain: string; controlPlane: string }
 export interface TokenRequest { service: string; namespace: string; ttlSeconds: number }
 export interface TokenResponse { token: string; expiresUnix: number }

@@ -6,6 +6,9 @@ import { UsageError } from './args.js';
 import { validateCommand } from './validate-cmd.js';
 import { certsCommand, CERTS_USAGE } from './certs-cmd.js'; // certs: registered by the certs/ issue
 import { parseArgs } from 'node:util';
+import { applyCommand, APPLY_USAGE, deleteCommand, DELETE_USAGE, diffCommand, DIFF_USAGE, getCommand, GET_USAGE } from './resources-cmd.js';
+import { tokenCommand, TOKEN_USAGE } from './token-cmd.js';
+import { checkCommand, CHECK_USAGE, statusCommand, STATUS_USAGE } from './status-cmd.js';
 
 const USAGE = `mesh — the Trellis service mesh
 
@@ -14,6 +17,13 @@ Commands:
   ${CONTROL_PLANE_USAGE}
   ${SIDECAR_USAGE}
   ${CERTS_USAGE}
+  mesh token create --service NAME [--ttl 24h]                       a join token that may only obtain NAME's identity
+  mesh apply -f FILE [--dry-run]   mesh delete -f FILE | KIND NAME   mesh diff -f FILE
+  mesh get KIND [NAME] [-o table|yaml|json]
+  mesh status [-o table|json]      sidecars: service, instance, address, config version, in sync / NACK error, cert expiry, connected since
+  mesh check                       control plane, store, CA, every sidecar in sync; exit 1 with the reason otherwise
+  (these take --control-plane HOST:PORT, default $MESH_CONTROL_PLANE or 127.0.0.1:15010, and --dir .mesh for ca.crt and
+   admin.token, which $MESH_TOKEN overrides; "mesh diff" exits 0 without changes, 1 with changes, 2 on issues or errors)
 
 Run "mesh COMMAND --help" for one command.`;
 
@@ -26,6 +36,13 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
     out.stdout(USAGE);
+    return 0;
+  }
+  const ADMIN_HELP: Record<string, string> = {
+    apply: APPLY_USAGE, delete: DELETE_USAGE, diff: DIFF_USAGE, get: GET_USAGE, token: TOKEN_USAGE, status: STATUS_USAGE, check: CHECK_USAGE,
+  };
+  if ((rest.includes('--help') || rest.includes('-h')) && ADMIN_HELP[command]) {
+    out.stdout(ADMIN_HELP[command]);
     return 0;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
@@ -45,6 +62,20 @@ async function main(argv: string[]): Promise<number> {
     // certs: registered by the certs/ issue (mesh certs init | inspect).
     case 'certs':
       return certsCommand(rest, out);
+    case 'apply':
+      return applyCommand(rest, out);
+    case 'delete':
+      return deleteCommand(rest, out);
+    case 'diff':
+      return diffCommand(rest, out);
+    case 'get':
+      return getCommand(rest, out);
+    case 'token':
+      return tokenCommand(rest, out);
+    case 'status':
+      return statusCommand(rest, out);
+    case 'check':
+      return checkCommand(rest, out);
     default:
       throw new UsageError(`unknown command "${command}" (see mesh --help)`);
   }
