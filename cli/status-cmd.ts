@@ -45,7 +45,7 @@ export function statusCommand(argv: string[], out: CommandOutput, env: NodeJS.Pr
     return withConnection(values, env, async (cp) => {
       const r = await cp.call<StatusResponse>('Status', {});
       if (format === 'json') {
-        out.stdout(JSON.stringify({ controlPlane: cp.address, ...r }, null, 2));
+        out.stdout(JSON.stringify({ ...r, controlPlane: r.controlPlane || cp.address }, null, 2));
         return 0;
       }
       out.stdout(header(cp.address, r));
