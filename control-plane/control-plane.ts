@@ -10,7 +10,6 @@ import { DEFAULTS } from '../api/resources.js';
 import { CA_FILES, initCa, type CertificateAuthority } from '../certs/ca.js';
 import { signCsr } from '../certs/issue.js';
 import { createCsr } from '../certs/workload.js';
-import { compileMesh } from './snapshots.js';
 import { PushServer } from './push.js';
 import { ResourcesApi } from './resources-api.js';
 import { CONTROL_PLANE_ID, createServer } from './server.js';
@@ -67,7 +66,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
   const tokens = new Tokens(store, adminToken);
   const certificateTTLMs = () => {
     try {
-      return compileMesh(state, log).snapshot.meshConfig.certificateTTLMs;
+      return push.compiled().snapshot.meshConfig.certificateTTLMs;
     } catch {
       return DEFAULTS.meshConfig.certificateTTLMs;
     }

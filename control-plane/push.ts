@@ -26,6 +26,8 @@ interface Connection {
 
 export class PushServer {
   private readonly conns = new Set<Connection>();
+  /** Registry key → the connection that registered it last (a reconnecting instance replaces its old stream). */
+  private readonly byKey = new Map<string, Connection>();
   private lease: Promise<Lease> | undefined;
   private mesh: Compiled | undefined;
   /** Views differ only by the sidecar's service, so each is encoded once per revision, not once per sidecar. */
@@ -33,6 +35,12 @@ export class PushServer {
 
   constructor(private readonly store: Store, private readonly state: MeshState, private readonly log: Logger, private readonly name: string) {
     state.onChange(() => this.recompile());
+  }
+
+  /** The mesh as last compiled (compiling now if nothing was yet). */
+  compiled(): Compiled {
+    this.mesh ??= compileMesh(this.state, this.log);
+    return this.mesh;
   }
 
   /** Compile once per burst of store changes, then push only to sidecars whose view changed. */
@@ -75,6 +83,7 @@ export class PushServer {
             sentHash: '', sentVersion: '', sentNonce: '', ackedHash: '', ackedVersion: msg.hello.version, nackError: '', nackedHash: '',
           };
           this.conns.add(conn);
+          this.byKey.set(registryKey(conn.hello.namespace, conn.hello.service, conn.hello.instance), conn);
           void this.register(conn);
           this.log.info('sidecar_connected', { service: conn.hello.service, instance: conn.hello.instance, address: conn.hello.address });
           this.push(conn);
@@ -103,7 +112,8 @@ export class PushServer {
       const h = conn.hello;
       const key = registryKey(h.namespace, h.service, h.instance);
       // A quick reconnect of the same instance may already hold the key again.
-      if (![...this.conns].some((c) => registryKey(c.hello.namespace, c.hello.service, c.hello.instance) === key)) {
+      if (this.byKey.get(key) === conn) {
+        this.byKey.delete(key);
         void this.store.delete(key).catch((err: unknown) => this.log.warn('deregistration_failed', { key, error: err }));
       }
     };
@@ -161,5 +171,6 @@ export class PushServer {
   close(): void {
     for (const c of this.conns) c.call.end();
     this.conns.clear();
+    this.byKey.clear();
   }
 }
