@@ -7,6 +7,9 @@ import { compileMesh, viewFor, type Compiled } from './snapshots.js';
 import { registryKey, type MeshState } from './state.js';
 import type { Lease, Store } from './store.js';
 
+/** Nonces must be unique per send, not secret: a random per-process prefix and a counter. */
+const NONCE_PREFIX = `${randomBytes(4).toString('hex')}-`;
+
 /** How long a registration outlives a control plane that vanished without closing its streams. */
 const REGISTRATION_TTL_MS = 10_000;
 
@@ -29,6 +32,7 @@ export class PushServer {
   /** Registry key → the connection that registered it last (a reconnecting instance replaces its old stream). */
   private readonly byKey = new Map<string, Connection>();
   private lease: Promise<Lease> | undefined;
+  private sends = 0;
   private mesh: Compiled | undefined;
   /** Views differ only by the sidecar's service, so each is encoded once per revision, not once per sidecar. */
   private views = new Map<string, { json: string; hash: string }>();
@@ -62,7 +66,7 @@ export class PushServer {
     if (!view) this.views.set(key, (view = viewFor(this.mesh, c.hello)));
     const { json, hash } = view;
     if (hash === c.sentHash || hash === c.nackedHash) return;
-    const nonce = randomBytes(8).toString('hex');
+    const nonce = `${NONCE_PREFIX}${(this.sends++).toString(36)}`;
     c.sentHash = hash;
     c.sentVersion = String(this.mesh.revision);
     c.sentNonce = nonce;

@@ -34,10 +34,12 @@ export class MeshState {
   healthy = false;
   private watch: WatchHandle | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** When the oldest unannounced change happened: a steady stream of writes must not postpone pushes forever. */
+  private pendingSince = 0;
   private readonly listeners = new Set<() => void>();
   private closed = false;
 
-  constructor(private readonly store: Store, private readonly log: Logger, private readonly debounceMs = 50) {}
+  constructor(private readonly store: Store, private readonly log: Logger, private readonly debounceMs = 50, private readonly maxWaitMs = 250) {}
 
   async start(): Promise<void> {
     await this.load();
@@ -115,9 +117,13 @@ export class MeshState {
 
   private changed(): void {
     clearTimeout(this.timer);
+    const now = Date.now();
+    if (this.pendingSince === 0) this.pendingSince = now;
+    const wait = Math.max(0, Math.min(this.debounceMs, this.pendingSince + this.maxWaitMs - now));
     this.timer = setTimeout(() => {
+      this.pendingSince = 0;
       for (const fn of this.listeners) fn();
-    }, this.debounceMs);
+    }, wait);
   }
 
   close(): void {
