@@ -10,8 +10,12 @@ import type { Lease, Store } from './store.js';
 /** Nonces must be unique per send, not secret: a random per-process prefix and a counter. */
 const NONCE_PREFIX = `${randomBytes(4).toString('hex')}-`;
 
-/** How long a registration outlives a control plane that vanished without closing its streams. */
-const REGISTRATION_TTL_MS = 10_000;
+/**
+ * How long a registration outlives a control plane that vanished without closing its streams. Longer than a
+ * sidecar's worst reconnect wait (30 s cap + 20 % jitter), so a restarted control plane still sees every live
+ * sidecar and never pushes their endpoints away; sidecars that died meanwhile are dropped when it expires.
+ */
+export const REGISTRATION_TTL_MS = 60_000;
 
 interface Connection {
   readonly call: grpc.ServerDuplexStream<DiscoveryRequest, SnapshotMessage>;
@@ -65,6 +69,14 @@ export class PushServer {
     let view = this.views.get(key);
     if (!view) this.views.set(key, (view = viewFor(this.mesh, c.hello)));
     const { json, hash } = view;
+    if (hash === c.ackedHash && c.nackError) {
+      // The config went back to what the sidecar already runs: nothing to send, and the NACK is resolved.
+      c.nackError = '';
+      c.nackedHash = '';
+      c.sentHash = hash;
+      c.sentVersion = c.ackedVersion;
+      return;
+    }
     if (hash === c.sentHash || hash === c.nackedHash) return;
     const nonce = `${NONCE_PREFIX}${(this.sends++).toString(36)}`;
     c.sentHash = hash;

@@ -37,6 +37,7 @@ export class MeshState {
   /** When the oldest unannounced change happened: a steady stream of writes must not postpone pushes forever. */
   private pendingSince = 0;
   private readonly listeners = new Set<() => void>();
+  private probing: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(private readonly store: Store, private readonly log: Logger, private readonly debounceMs = 50, private readonly maxWaitMs = 250) {}
@@ -90,11 +91,26 @@ export class MeshState {
         void this.reload();
       },
       onError: (err) => {
+        if (this.healthy) this.log.warn('store_degraded', { error: err.message, serving_revision: this.revision });
         this.healthy = false;
-        this.log.warn('store_degraded', { error: err.message, serving_revision: this.revision });
+        this.probe();
       },
     });
     this.changed();
+  }
+
+  /** While degraded, a cheap read every second tells when the store is back, even if nothing is written. */
+  private probe(): void {
+    if (this.probing || this.closed) return;
+    this.probing = setInterval(() => {
+      this.store.get(`${PREFIX}health/`).then(() => {
+        if (!this.healthy) this.log.info('store_recovered', { revision: this.revision });
+        this.healthy = true;
+        clearInterval(this.probing);
+        this.probing = undefined;
+      }, () => undefined);
+    }, 1_000);
+    this.probing.unref();
   }
 
   private async reload(): Promise<void> {
@@ -129,6 +145,7 @@ export class MeshState {
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
+    clearInterval(this.probing);
     this.watch?.close();
   }
 }

@@ -118,7 +118,11 @@ export class ControlPlaneClient {
       ended = true;
       this.connected = false;
       if (this.stopped) return;
-      // Keep serving the last snapshot; try the next replica after a jittered pause.
+      // Keep serving the last snapshot; try the next replica after a jittered pause. A fresh channel each time,
+      // so grpc-js's own connection backoff (up to 2 min) never stretches ours past DESIGN's 30 s cap.
+      const failed = this.current;
+      this.clients[failed].close();
+      this.clients[failed] = createMeshClient({ address: this.s.endpoints[failed], caPem: this.s.caPem, trustDomain: this.s.trustDomain });
       this.current = (this.current + 1) % this.clients.length;
       const delay = reconnectDelay(this.attempt++, this.deps.random);
       this.deps.log.warn('control_plane_lost', { endpoint, reason: why, retry_in_ms: Math.round(delay), next: this.s.endpoints[this.current] });
