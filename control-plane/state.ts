@@ -104,10 +104,12 @@ export class MeshState {
     if (this.probing || this.closed) return;
     this.probing = setInterval(() => {
       this.store.get(`${PREFIX}health/`).then(() => {
-        if (!this.healthy) this.log.info('store_recovered', { revision: this.revision });
-        this.healthy = true;
+        if (!this.probing) return;
         clearInterval(this.probing);
         this.probing = undefined;
+        this.log.info('store_recovered', { revision: this.revision });
+        // A resumed watch can lag well behind a recovered store; a fresh read and watch is the prompt, exact resync.
+        void this.reload();
       }, () => undefined);
     }, 1_000);
     this.probing.unref();

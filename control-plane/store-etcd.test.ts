@@ -6,6 +6,7 @@ import { waitFor } from '../test/harness/wait.js';
 import { openEtcdStore } from './store-etcd.js';
 import { collect, revisionOf, storeContract, summary } from './store.contract.js';
 import { StoreUnavailableError, type Store } from './store.js';
+import { startRelay } from '../test/harness/tcp-relay.js';
 
 const available = etcdAvailable();
 const skip = !available && !REQUIRE_ETCD;
@@ -66,7 +67,7 @@ describe.skipIf(skip)(`etcd store${skip ? ' (skipped: no etcd binary on PATH; in
     }, 45_000);
 
     it('cut off while catching up on history: resumes after the last delivered event, not where etcd3 would', async () => {
-      const proxy = await startProxy(Number(new URL(cluster.endpoints[0]).port));
+      const proxy = await startRelay(Number(new URL(cluster.endpoints[0]).port));
       try {
         const store = await open([proxy.endpoint]);
         const admin = await open();
@@ -99,7 +100,7 @@ describe.skipIf(skip)(`etcd store${skip ? ' (skipped: no etcd binary on PATH; in
     }, 45_000);
 
     it('compaction while the watcher was cut off: onCompacted, then a re-read equals etcd', async () => {
-      const proxy = await startProxy(Number(new URL(cluster.endpoints[0]).port));
+      const proxy = await startRelay(Number(new URL(cluster.endpoints[0]).port));
       try {
         const store = await open([proxy.endpoint]);
         const admin = await open();
@@ -177,41 +178,4 @@ async function closedPort(): Promise<number> {
   const { port } = srv.address() as net.AddressInfo;
   await new Promise((r) => srv.close(r));
   return port;
-}
-
-/** A TCP relay to etcd that can drop every connection and refuse new ones, so one client loses etcd while others keep it. */
-async function startProxy(targetPort: number): Promise<{ endpoint: string; cut(): void; heal(): void; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  let down = false;
-  const srv = net.createServer((client) => {
-    if (down) return client.destroy();
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => {
-        sockets.delete(s);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as net.AddressInfo;
-  return {
-    endpoint: `127.0.0.1:${port}`,
-    cut() {
-      down = true;
-      for (const s of sockets) s.destroy();
-    },
-    heal() {
-      down = false;
-    },
-    close: async () => {
-      down = true;
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => srv.close(r));
-    },
-  };
 }
