@@ -1,6 +1,7 @@
 // A client of the control plane for the CLI and the sidecar: TLS trusting the mesh CA, the server's SPIFFE id checked, deadlines on every call.
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import { uriSans } from '../certs/spiffe.js';
 import { KEEPALIVE_OPTIONS, meshService } from './protocol.js';
 
 export interface ClientOptions {
@@ -19,8 +20,7 @@ export function createMeshClient(o: ClientOptions): MeshClient {
   const creds = grpc.credentials.createSsl(Buffer.from(o.caPem), null, null, {
     // The control plane is identified by its SPIFFE id, not by a host name.
     checkServerIdentity: (_host, cert) => {
-      const sans = new X509Certificate(cert.raw).subjectAltName ?? '';
-      return sans.split(', ').includes(`URI:${expected}`) ? undefined : new Error(`control plane identity is not ${expected}`);
+      return uriSans(new X509Certificate(cert.raw)).includes(expected) ? undefined : new Error(`control plane identity is not ${expected}`);
     },
   });
   const Ctor = meshService();

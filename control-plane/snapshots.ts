@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from '../api/log.js';
 import type { EndpointsResource, Resource } from '../api/resources.js';
+import { parseAddress } from '../api/validate-structure.js';
 import type { Snapshot } from '../api/snapshot.js';
 import { compileSnapshot } from './compiler.js';
 import { storedResources } from './resources-api.js';
@@ -29,12 +30,12 @@ function registryEndpoints(regs: readonly Registration[], services: ReadonlySet<
   for (const [key, list] of byService) {
     const [namespace, service] = key.split('/');
     const endpoints = list.flatMap((r) => {
-      const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(r.address);
-      if (!m) {
+      const a = parseAddress(r.address);
+      if (!a) {
         log.warn('registration_bad_address', { service, instance: r.instance, address: r.address });
         return [];
       }
-      return [{ address: r.address, host: m[1] ?? m[2], port: Number(m[3]), labels: r.labels }];
+      return [{ address: r.address, host: a.host, port: a.port, labels: r.labels }];
     });
     out.push({
       apiVersion: 'mesh/v1', kind: 'Endpoints', metadata: { name: `registry.${service}`, namespace },

@@ -6,6 +6,7 @@ import type { Clock, Timer } from '../api/clock.js';
 import type { Endpoint } from './endpoint.js';
 import type { Exchange } from './exchange.js';
 import { responseHeadersForClient, type HeaderRecord } from './headers.js';
+import { isTlsFailure } from './tls.js';
 
 export interface PoolSettings {
   readonly maxConnections: number;
@@ -73,7 +74,7 @@ export function classifyUpstreamError(err: unknown, endpoint: Endpoint): MeshErr
       return new MeshError('upstream-timeout', `upstream ${endpoint.id} timed out`, { cause: err });
     default:
       // A failed TLS handshake or certificate check means no request was ever sent: a connect failure.
-      if (code.startsWith('ERR_SSL_') || /CERT|UNABLE_TO|SELF_SIGNED/.test(code)) {
+      if (isTlsFailure(code)) {
         return new MeshError('upstream-connect-failed', `TLS to ${endpoint.id} failed: ${msg}`, { cause: err });
       }
       return new MeshError('upstream-reset', `upstream ${endpoint.id} reset the request: ${code || msg}`, { cause: err });

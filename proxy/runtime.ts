@@ -4,7 +4,6 @@ import { DEFAULTS } from '../api/resources.js';
 import type { ServiceConfig, Snapshot } from '../api/snapshot.js';
 import { defaultTrafficPolicy } from '../control-plane/compiler.js';
 import { compileAccess, type AccessTable } from './authz.js';
-import type { ClusterSet } from './cluster.js';
 import { TokenBucket, type RateLimiter } from './rate-limit.js';
 import type { CompiledRule, RouteTable } from './compiled.js';
 import { compileRoutes, compileRule } from './route.js';
@@ -77,5 +76,3 @@ export function compileRuntime(snapshot: Snapshot, me: Identity, telemetry: Tele
 export function dumpRuntime(rt: Runtime): object {
   return { version: rt.snapshot.version, snapshot: rt.snapshot };
 }
-
-export type { ClusterSet };

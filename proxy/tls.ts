@@ -58,6 +58,11 @@ export function verifyReason(code: string | undefined): string {
   }
 }
 
+/** Error codes of a failed TLS handshake or certificate check (as opposed to a socket error). */
+export function isTlsFailure(code: string): boolean {
+  return code.startsWith('ERR_SSL_') || /CERT|UNABLE_TO|SELF_SIGNED/.test(code);
+}
+
 function handshakeReason(err: NodeJS.ErrnoException): string {
   const code = err.code ?? '';
   if (code === 'ERR_SSL_HTTP_REQUEST') return 'plaintext';
@@ -175,7 +180,7 @@ export function meshConnector(credentials: () => Credentials | undefined, expect
     connect(opts, (err, socket) => {
       if (err) {
         const code = (err as NodeJS.ErrnoException).code ?? '';
-        const reason = err instanceof PeerIdentityError ? 'peer-identity' : code.startsWith('ERR_SSL_') || /CERT|UNABLE_TO|SELF_SIGNED/.test(code) ? verifyReason(code) : undefined;
+        const reason = err instanceof PeerIdentityError ? 'peer-identity' : isTlsFailure(code) ? verifyReason(code) : undefined;
         if (reason) deps.telemetry.tlsHandshakeErrors.labels('outbound', reason).inc();
         callback(err, null);
       } else {
