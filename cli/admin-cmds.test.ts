@@ -297,10 +297,12 @@ describe('mesh status / check', () => {
 
       sidecar.mode = 'ack';
       sidecar.reply(sidecar.snapshots[sidecar.snapshots.length - 1]);
-      await waitFor(async () => (await run(checkCommand, [])).code === 0, { what: 'check to pass once the sidecar ACKed', timeoutMs: 10_000 });
-      // Its own registration changes its view, so one more push may follow the first ACK (acked in 'ack' mode too).
-      await waitFor(async () => /^billing\s+billing-1\s+127\.0\.0\.1:19001\s+\d+\s+in sync\s+/.test(await row()), { what: 'status to show in sync', timeoutMs: 10_000 });
-      expect((await run(checkCommand, [])).stdout).toContain('ok: 1 sidecar in sync');
+      // Its own registration changes its view, so more pushes may follow the first ACK (all acked in 'ack' mode):
+      // wait until status and check agree on the converged state.
+      await waitFor(async () => {
+        const c = await run(checkCommand, []);
+        return c.code === 0 && c.stdout.includes('ok: 1 sidecar in sync') && /^billing\s+billing-1\s+127\.0\.0\.1:19001\s+\d+\s+in sync\s+/.test(await row());
+      }, { what: 'check to pass and status to show in sync once the sidecar ACKed', timeoutMs: 10_000 });
 
       sidecar.mode = 'nack';
       const extra = await tempFile('nack.yaml', 'apiVersion: mesh/v1\nkind: Service\nmetadata: { name: audit }\n');
