@@ -51,9 +51,18 @@ export class StoreDisk {
     }
   }
 
-  /** Resolves once the record is on disk: the write is committed only then. One line per write, so a crash tears at most the last. */
-  async append(record: LogRecord): Promise<void> {
-    await this.log.write(JSON.stringify(record) + '\n');
+  /**
+   * Resolves once the records are on disk: they are committed only then. One line per record, all in one write and one
+   * datasync, so a batch of writes costs one fsync; a crash tears at most the tail of the last batch, none of it acknowledged.
+   */
+  async append(records: readonly LogRecord[]): Promise<void> {
+    const buf = Buffer.from(records.map((r) => JSON.stringify(r) + '\n').join(''));
+    // write(2) may write less than asked (a large batch, a signal); the rest must follow, or the line would be torn.
+    for (let off = 0; off < buf.length; ) {
+      const { bytesWritten } = await this.log.write(buf, off, buf.length - off);
+      if (bytesWritten <= 0) throw new Error(`store log: write made no progress at byte ${off} of ${buf.length}`);
+      off += bytesWritten;
+    }
     await this.log.datasync();
   }
 

@@ -1,4 +1,4 @@
-// The embedded store (no --etcd): etcd's revisions, history, compaction and leases in one process; disk in store-embedded-disk.ts, lease time on the Clock.
+// The embedded store (no --etcd): etcd's revisions, history, compaction and leases in one process, with group commit; disk in store-embedded-disk.ts, lease time on the Clock.
 import { randomBytes } from 'node:crypto';
 import { systemClock, type Clock, type Timer } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
@@ -42,6 +42,22 @@ interface LeaseState {
   ended: boolean;
 }
 
+/** What a write decided: the record to make durable (none for a no-op), the caller's answer, and what follows its commit. */
+interface Planned<T> {
+  readonly record?: LogRecord;
+  readonly result: T;
+  readonly after?: () => void;
+}
+
+/** Decides one write against the draft; throwing fails only that write. */
+type Plan<T> = (draft: Draft) => Planned<T>;
+
+interface Queued {
+  readonly plan: Plan<unknown>;
+  readonly resolve: (result: unknown) => void;
+  readonly reject: (err: unknown) => void;
+}
+
 export async function openEmbeddedStore(dir: string, opts: EmbeddedStoreOptions = {}): Promise<Store> {
   const { disk, loaded } = await StoreDisk.open(dir);
   const store = new EmbeddedStore(disk, opts);
@@ -66,9 +82,12 @@ class EmbeddedStore implements Store {
   private readonly clock: Clock;
   private readonly snapshotEvery: number;
   private sinceSnapshot = 0;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Writes waiting for the next flush, in submission order. */
+  private queued: Queued[] = [];
+  /** The running flush loop, if any; close() waits for it. */
+  private flushing?: Promise<void>;
   private closed = false;
-  /** Set when a disk write failed: the log may end in a partial line, so no further write may follow it. */
+  /** Set when a disk write failed: the log may end in a partial batch, so no further write may follow it. */
   private broken?: Error;
 
   constructor(
@@ -90,12 +109,8 @@ class EmbeddedStore implements Store {
     this.revision = snapshot?.revision ?? 1;
     this.hub.reset(this.revision, snapshot ? Math.max(snapshot.compactRevision, snapshot.revision + 1) : 0);
     for (const r of records) {
-      if ('compact' in r) {
-        this.hub.compact(r.compact);
-      } else {
-        if (r.rev !== this.revision + 1) throw new Error(`store log: revision ${r.rev} follows ${this.revision}`);
-        this.apply(r.rev, r.ops);
-      }
+      if ('rev' in r && r.rev !== this.revision + 1) throw new Error(`store log: revision ${r.rev} follows ${this.revision}`);
+      this.applyRecord(r);
     }
   }
 
@@ -103,7 +118,7 @@ class EmbeddedStore implements Store {
   async dropOrphanedLeaseKeys(): Promise<void> {
     const orphans = [...this.kvs.values()].filter((kv) => kv.lease !== undefined).map((kv): LogOp => ({ del: kv.key }));
     if (orphans.length === 0) return;
-    await this.serialize(() => this.commit(orphans));
+    await this.enqueue((draft) => draft.write(orphans));
     this.opts.log?.info('store.lease_keys_dropped', { keys: orphans.length, revision: this.revision });
   }
 
@@ -115,20 +130,22 @@ class EmbeddedStore implements Store {
 
   async txn(compares: readonly TxnCompare[], ops: readonly TxnOp[]): Promise<TxnResult> {
     checkTxnOps(ops);
-    return this.serialize(async () => {
-      const succeeded = compares.every((c) => (this.kvs.get(c.key)?.modRevision ?? 0) === c.modRevision);
-      if (!succeeded) return { succeeded, revision: this.revision };
+    return this.enqueue<TxnResult>((draft) => {
+      // Compared against the draft: a txn sees every write submitted before it, committed or still in this batch.
+      const succeeded = compares.every((c) => (draft.get(c.key)?.modRevision ?? 0) === c.modRevision);
+      if (!succeeded) return { result: { succeeded, revision: draft.revision } };
       const logOps = ops.map((op): LogOp => (op.type === 'put' ? { put: op.key, value: op.value, lease: op.lease } : { del: op.key }));
-      return { succeeded, revision: await this.commit(logOps) };
+      const { record, result: revision } = draft.write(logOps);
+      return { record, result: { succeeded, revision } };
     });
   }
 
   put(key: string, value: string, opts: { lease?: string } = {}): Promise<number> {
-    return this.serialize(() => this.commit([{ put: key, value, lease: opts.lease }]));
+    return this.enqueue((draft) => draft.write([{ put: key, value, lease: opts.lease }]));
   }
 
   delete(key: string): Promise<number> {
-    return this.serialize(() => this.commit([{ del: key }]));
+    return this.enqueue((draft) => draft.write([{ del: key }]));
   }
 
   watch(prefix: string, fromRevision: number, handlers: WatchHandlers): WatchHandle {
@@ -137,11 +154,11 @@ class EmbeddedStore implements Store {
   }
 
   compact(revision: number): Promise<void> {
-    return this.serialize(async () => {
-      if (revision > this.revision) throw new RangeError(`cannot compact to ${revision}: store revision is ${this.revision}`);
-      if (revision <= this.hub.compactRevision) return;
-      await this.write({ compact: revision });
-      this.hub.compact(revision);
+    return this.enqueue((draft) => {
+      if (revision > draft.revision) throw new RangeError(`cannot compact to ${revision}: store revision is ${draft.revision}`);
+      if (revision <= draft.compactRevision) return { result: undefined };
+      draft.compactRevision = revision;
+      return { record: { compact: revision }, result: undefined };
     });
   }
 
@@ -171,7 +188,7 @@ class EmbeddedStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.queue.catch(() => undefined);
+    await this.flushing;
     this.hub.closeAll();
     for (const lease of this.leases.values()) this.loseLease(lease);
     if (!this.broken) await this.disk.writeSnapshot(this.snapshot()).catch((err: unknown) => this.opts.log?.warn('store.snapshot_failed', { err }));
@@ -188,11 +205,13 @@ class EmbeddedStore implements Store {
     state.timer?.cancel();
     if (state.ended) return Promise.resolve();
     state.ended = true;
-    return this.serialize(async () => {
-      const ops = [...state.keys].map((key): LogOp => ({ del: key }));
-      if (ops.length > 0) await this.commit(ops);
-      this.leases.delete(state.id);
-      if (expired) this.loseLease(state);
+    return this.enqueue((draft) => {
+      const { record } = draft.write(draft.leaseKeys(state.id, state.keys).map((key): LogOp => ({ del: key })));
+      const after = () => {
+        this.leases.delete(state.id);
+        if (expired) this.loseLease(state);
+      };
+      return { record, result: undefined, after };
     });
   }
 
@@ -204,40 +223,70 @@ class EmbeddedStore implements Store {
     for (const fn of state.lost.splice(0)) queueMicrotask(fn);
   }
 
-  /** Writes run one at a time, so the state a txn compared against is the state it commits onto. */
-  private serialize<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Group commit. Writes queue in submission order; one flush at a time takes all that are queued, decides each in
+   * order against a Draft (committed state plus the batch's earlier writes), appends their records with one write and
+   * one datasync, then applies them and settles the writes in order. Writes arriving during that fsync wait for the
+   * next flush, so N concurrent writers cost a few fsyncs, not N. Deciding a whole batch synchronously against a
+   * throwaway Draft keeps today's meaning: a write sees every earlier one, and nothing is visible to readers or
+   * watchers, nor settled, before the fsync that covers it.
+   */
+  private enqueue<T>(plan: Plan<T>): Promise<T> {
     // Checked at call time: writes queued before close() still complete, close() waits for them.
     if (this.closed) return Promise.reject(new StoreUnavailableError('embedded store is closed'));
-    const run = async (): Promise<T> => {
-      if (this.broken) throw new StoreUnavailableError(`embedded store write failed earlier; reopen it: ${this.broken.message}`, { cause: this.broken });
-      return fn();
-    };
-    const result = this.queue.then(run, run);
-    this.queue = result.catch(() => undefined);
-    return result;
+    const done = new Promise<T>((resolve, reject) => this.queued.push({ plan, resolve: resolve as (result: unknown) => void, reject }));
+    this.flushing ??= this.flushAll();
+    return done;
   }
 
-  /** Commits ops as one revision: validate, log durably, then apply and notify. A no-op write does not bump the revision. */
-  private async commit(ops: readonly LogOp[]): Promise<number> {
-    for (const op of ops) {
-      if ('put' in op && op.lease !== undefined && (this.leases.get(op.lease)?.ended ?? true)) throw new LeaseLostError(op.lease);
+  private async flushAll(): Promise<void> {
+    // One microtask's grace, so that writes submitted in the same tick share the first flush as well.
+    await Promise.resolve();
+    while (this.queued.length > 0) {
+      await this.flush(this.queued.splice(0));
+      // Only between flushes: a snapshot replaces the log, so it must not race an append, and it covers all that is applied.
+      if (this.sinceSnapshot >= this.snapshotEvery) await this.takeSnapshot();
     }
-    const effective = ops.filter((op) => 'put' in op || this.kvs.has(op.del));
-    if (effective.length === 0) return this.revision;
-    const rev = this.revision + 1;
-    await this.write({ rev, ops: effective });
-    this.apply(rev, effective);
-    if (++this.sinceSnapshot >= this.snapshotEvery) await this.takeSnapshot();
-    return rev;
+    this.flushing = undefined;
   }
 
-  private async write(record: LogRecord): Promise<void> {
+  private async flush(batch: readonly Queued[]): Promise<void> {
+    if (this.broken) {
+      const err = new StoreUnavailableError(`embedded store write failed earlier; reopen it: ${this.broken.message}`, { cause: this.broken });
+      for (const q of batch) q.reject(err);
+      return;
+    }
+    const draft = new Draft(this.kvs, this.leases, this.revision, this.hub.compactRevision);
+    const decided = batch.map((q): Planned<unknown> | { error: unknown } => {
+      try {
+        return q.plan(draft);
+      } catch (error) {
+        return { error };
+      }
+    });
+    const records = decided.flatMap((d) => ('error' in d || d.record === undefined ? [] : [d.record]));
     try {
-      await this.disk.append(record);
+      if (records.length > 0) await this.disk.append(records);
     } catch (err) {
+      // Memory stays at the last commit and the Draft is dropped; every write of the batch fails, as one would have alone.
       this.broken = err as Error;
-      throw new StoreUnavailableError(`embedded store write failed: ${(err as Error).message}`, { cause: err });
+      const failed = new StoreUnavailableError(`embedded store write failed: ${(err as Error).message}`, { cause: err });
+      batch.forEach((q, i) => q.reject('error' in decided[i] ? decided[i].error : failed));
+      return;
     }
+    for (const r of records) this.applyRecord(r);
+    this.sinceSnapshot += records.filter((r) => 'rev' in r).length;
+    batch.forEach((q, i) => {
+      const d = decided[i];
+      if ('error' in d) return q.reject(d.error);
+      d.after?.();
+      q.resolve(d.result);
+    });
+  }
+
+  private applyRecord(r: LogRecord): void {
+    if ('compact' in r) this.hub.compact(r.compact);
+    else this.apply(r.rev, r.ops);
   }
 
   private apply(rev: number, ops: readonly LogOp[]): void {
@@ -275,5 +324,51 @@ class EmbeddedStore implements Store {
 
   private checkOpen(): void {
     if (this.closed) throw new StoreUnavailableError('embedded store is closed');
+  }
+}
+
+/**
+ * Committed state plus the writes decided so far in one batch, not yet on disk. Each write of the batch is decided
+ * against it, so it sees the earlier ones exactly as if they had committed one at a time; the real state changes
+ * only when the batch's fsync succeeds, and a failed one just drops the draft.
+ */
+class Draft {
+  /** Keys the batch so far has written: their pending value, or undefined once deleted. */
+  private readonly touched = new Map<string, KeyValue | undefined>();
+
+  constructor(
+    private readonly kvs: ReadonlyMap<string, KeyValue>,
+    private readonly leases: ReadonlyMap<string, LeaseState>,
+    public revision: number,
+    public compactRevision: number,
+  ) {}
+
+  get(key: string): KeyValue | undefined {
+    return this.touched.has(key) ? this.touched.get(key) : this.kvs.get(key);
+  }
+
+  /** The ops as one revision; the answer is that revision. A no-op write does not bump it and logs nothing. */
+  write(ops: readonly LogOp[]): Planned<number> {
+    for (const op of ops) {
+      if ('put' in op && op.lease !== undefined && (this.leases.get(op.lease)?.ended ?? true)) throw new LeaseLostError(op.lease);
+    }
+    const effective = ops.filter((op) => 'put' in op || this.get(op.del) !== undefined);
+    if (effective.length === 0) return { result: this.revision };
+    const rev = ++this.revision;
+    for (const op of effective) {
+      if ('put' in op) this.touched.set(op.put, { key: op.put, value: op.value, modRevision: rev, createRevision: this.get(op.put)?.createRevision ?? rev, lease: op.lease });
+      else this.touched.set(op.del, undefined);
+    }
+    return { record: { rev, ops: effective }, result: rev };
+  }
+
+  /** A lease's keys once the batch so far commits: a key the batch re-put without it, or deleted, is no longer its to delete. */
+  leaseKeys(id: string, committed: ReadonlySet<string>): string[] {
+    const keys = new Set(committed);
+    for (const [key, kv] of this.touched) {
+      if (kv?.lease === id) keys.add(key);
+      else keys.delete(key);
+    }
+    return [...keys];
   }
 }
