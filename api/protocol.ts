@@ -46,11 +46,11 @@ export const SERVER_KEEPALIVE_OPTIONS = Object.freeze({
 
 export interface JoinRequest { token: string; csrPem: string; service: string; namespace: string }
 export interface JoinResponse { certPem: string; caPem: string }
-export interface Hello { service: string; namespace: string; instance: string; address: string; labels: Record<string, string>; version: string; certExpiryUnix: number }
+export interface Hello { service: string; namespace: string; instance: string; address: string; labels: Record<string, string>; version: string; certExpiryUnix: number; snapshotHash?: string }
 export interface Ack { version: string; nonce: string }
 export interface Nack { version: string; nonce: string; error: string }
 export interface DiscoveryRequest { hello?: Hello; ack?: Ack; nack?: Nack; kind?: 'hello' | 'ack' | 'nack' }
-export interface SnapshotMessage { version: string; nonce: string; snapshotJson: string }
+export interface SnapshotMessage { version: string; nonce: string; snapshotJson: string; hash: string }
 export interface ApplyRequest { yaml: string; file: string; dryRun: boolean }
 export interface ApplyResponse { results: string[]; issues: string[]; revision: number }
 export interface DeleteRequest { kind: string; name: string; namespace: string; yaml: string; file: string }
@@ -59,8 +59,12 @@ export interface GetResponse { resourcesJson: string; revision: number }
 export interface DiffResponse { changes: string[]; issues: string[] }
 export interface SidecarStatus {
   service: string; namespace: string; instance: string; address: string; ackedVersion: string; sentVersion: string;
-  nackError: string; certExpiryUnix: number; connectedSinceUnix: number; controlPlane: string; inSync: boolean;
+  nackError: string; certExpiryUnix: number; connectedSinceUnix: number; controlPlane: string; inSync: boolean; unknownReason: string;
 }
-export interface StatusResponse { currentVersion: string; sidecars: SidecarStatus[]; store: string; storeHealthy: boolean; caTrustDomain: string; controlPlane: string }
+export interface StatusRequest { localOnly: boolean }
+export interface ReplicaStatus { name: string; address: string; error: string }
+export interface StatusResponse {
+  currentVersion: string; sidecars: SidecarStatus[]; store: string; storeHealthy: boolean; caTrustDomain: string; controlPlane: string; replicas: ReplicaStatus[];
+}
 export interface TokenRequest { service: string; namespace: string; ttlSeconds: number }
 export interface TokenResponse { token: string; expiresUnix: number }

@@ -5,24 +5,19 @@ import { describeCertificate } from '../certs/workload.js';
 import { COMMON_FLAGS_HELP, CONNECT_OPTIONS, formatTable, humanDuration, outputFormat, runCommand, withConnection, type CommandOutput } from './cp-connect.js';
 
 export const STATUS_USAGE = `mesh status [-o table|json] [--control-plane HOST:PORT] [--dir .mesh]
-  a header "control plane ADDR: revision N, store KIND (healthy|DEGRADED)", then one row per sidecar:
-  SERVICE INSTANCE ADDRESS VERSION SYNC (in sync | pending | NACK: error) CERT-EXPIRES CONNECTED CONTROL-PLANE
+  a header "control plane ADDR: revision N, store KIND (healthy|DEGRADED)" (and the replicas, when there are several),
+  then one row per sidecar in the mesh, whichever replica it streams to:
+  SERVICE INSTANCE ADDRESS VERSION SYNC (in sync | pending | NACK: error | unknown: why) CERT-EXPIRES CONNECTED CONTROL-PLANE
   ${COMMON_FLAGS_HELP}`;
 export const CHECK_USAGE = `mesh check [--control-plane HOST:PORT] [--dir .mesh]
-  exit 0 with "ok: …" lines when the control plane answers, its store is healthy, the CA is valid and every sidecar
+  exit 0 with "ok: …" lines when every control-plane replica answers, the store is healthy, the CA is valid and every sidecar
   is in sync with no NACK; otherwise exit 1 with one line per failing check on stderr
   ${COMMON_FLAGS_HELP}`;
-
-/**
- * Sidecars streaming to another replica are known here only from the registry: their sync state lives with that replica
- * (control-plane/server.ts sends them with connectedSinceUnix 0).
- */
-export const isRemote = (s: SidecarStatus): boolean => s.connectedSinceUnix === 0 && s.sentVersion === '';
 
 export function syncState(s: SidecarStatus): string {
   if (s.nackError) return `NACK: ${s.nackError}`;
   if (s.inSync) return 'in sync';
-  if (isRemote(s)) return `unknown (on ${s.controlPlane || 'another replica'})`;
+  if (s.unknownReason) return `unknown: ${s.unknownReason}`;
   return 'pending';
 }
 
@@ -34,8 +29,13 @@ function certExpires(unix: number, nowMs: number): string {
   return ms > 0 ? `in ${humanDuration(ms)}` : `EXPIRED ${humanDuration(-ms)} ago`;
 }
 
-function header(address: string, r: StatusResponse): string {
-  return `control plane ${address}: revision ${r.currentVersion}, store ${r.store || 'unknown'} (${r.storeHealthy ? 'healthy' : 'DEGRADED'})`;
+function header(address: string, r: StatusResponse): string[] {
+  const lines = [`control plane ${address}: revision ${r.currentVersion}, store ${r.store || 'unknown'} (${r.storeHealthy ? 'healthy' : 'DEGRADED'})`];
+  if (r.replicas.length > 1) {
+    const names = r.replicas.map((x, i) => `${x.name}${i === 0 ? ' (answering)' : ''}${x.error ? ` (DID NOT ANSWER: ${x.error})` : ''}`);
+    lines.push(`replicas: ${names.join(', ')}`);
+  }
+  return lines;
 }
 
 export function statusCommand(argv: string[], out: CommandOutput, env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -48,7 +48,7 @@ export function statusCommand(argv: string[], out: CommandOutput, env: NodeJS.Pr
         out.stdout(JSON.stringify({ ...r, controlPlane: r.controlPlane || cp.address }, null, 2));
         return 0;
       }
-      out.stdout(header(cp.address, r));
+      for (const line of header(cp.address, r)) out.stdout(line);
       if (r.sidecars.length === 0) {
         out.stdout('no sidecars connected');
         return 0;
@@ -91,11 +91,15 @@ export function checkCommand(argv: string[], out: CommandOutput, env: NodeJS.Pro
         out.stdout(`ok: CA for trust domain ${cp.trustDomain} valid until ${ca.notAfter.toISOString()}`);
       }
 
-      const local = r.sidecars.filter((s) => !isRemote(s));
-      const remote = r.sidecars.length - local.length;
+      for (const x of r.replicas.slice(1)) {
+        if (x.error) failures.push(`replica ${x.name} at ${x.address} did not answer: ${x.error}`);
+      }
+      if (r.replicas.length > 1 && r.replicas.every((x) => !x.error)) out.stdout(`ok: ${r.replicas.length} control-plane replicas answer`);
+      const all = r.sidecars;
       let bad = 0;
-      for (const s of [...local].sort((a, b) => sidecarName(a).localeCompare(sidecarName(b)))) {
+      for (const s of [...all].sort((a, b) => sidecarName(a).localeCompare(sidecarName(b)))) {
         const why = s.nackError ? `NACK: ${s.nackError}`
+          : s.unknownReason ? `sync state unknown: ${s.unknownReason}`
           : !s.inSync ? `pending: sent version ${s.sentVersion || '-'}, acknowledged ${s.ackedVersion || '-'}`
             : s.certExpiryUnix && s.certExpiryUnix * 1000 <= now ? `certificate expired at ${new Date(s.certExpiryUnix * 1000).toISOString()}`
               : undefined;
@@ -104,9 +108,8 @@ export function checkCommand(argv: string[], out: CommandOutput, env: NodeJS.Pro
           bad++;
         }
       }
-      if (local.length === 0) out.stdout('ok: no sidecars connected');
-      else if (bad === 0) out.stdout(`ok: ${local.length} ${local.length === 1 ? 'sidecar' : 'sidecars'} in sync`);
-      if (remote > 0) out.stdout(`note: ${remote} ${remote === 1 ? 'sidecar streams' : 'sidecars stream'} to other control-plane replicas; run mesh check against those`);
+      if (all.length === 0) out.stdout('ok: no sidecars connected');
+      else if (bad === 0) out.stdout(`ok: ${all.length} ${all.length === 1 ? 'sidecar' : 'sidecars'} in sync`);
 
       for (const f of failures) out.stderr(f);
       return failures.length ? 1 : 0;

@@ -3,6 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../api/log.js';
@@ -11,9 +12,11 @@ import { CA_FILES, initCa, type CertificateAuthority } from '../certs/ca.js';
 import { signCsr } from '../certs/issue.js';
 import { createCsr } from '../certs/workload.js';
 import { PushServer } from './push.js';
+import { Registry } from './registry.js';
 import { ResourcesApi } from './resources-api.js';
 import { CONTROL_PLANE_ID, createServer } from './server.js';
 import { MeshState } from './state.js';
+import { meshStatus } from './status.js';
 import type { Store } from './store.js';
 import { openEmbeddedStore } from './store-embedded.js';
 import { openEtcdStore } from './store-etcd.js';
@@ -28,6 +31,10 @@ export interface ControlPlaneOptions {
   readonly log: Logger;
   /** Distinguishes replicas in `mesh status`. */
   readonly name: string;
+  /** host:port peers reach this replica's gRPC API at (default: the listen address; a wildcard host becomes the host name). */
+  readonly advertise?: string;
+  /** registry.ts ORPHAN_GRACE_MS unless given. */
+  readonly registryGraceMs?: number;
 }
 
 export interface ControlPlane {
@@ -46,6 +53,11 @@ async function serverCredentials(ca: CertificateAuthority, dir: string): Promise
   return grpc.ServerCredentials.createSsl(Buffer.from(ca.certPem), [{ cert_chain: Buffer.from(cert), private_key: Buffer.from(privateKey) }], false);
 }
 
+function advertised(host: string, port: number): string {
+  const h = host === '0.0.0.0' || host === '::' || host === '' ? hostname() : host;
+  return h.includes(':') ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
 export async function startControlPlane(o: ControlPlaneOptions): Promise<ControlPlane> {
   const { log } = o;
   const { ca, created } = await initCa(o.dir, o.trustDomain);
@@ -61,8 +73,9 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
   }
   const state = new MeshState(store, log);
   await state.start();
-  const push = new PushServer(store, state, log, o.name);
-  const resources = new ResourcesApi(store, state);
+  const registry = new Registry(store, state, log, o.name, undefined, o.registryGraceMs);
+  const push = new PushServer(registry, state, log, o.name, ca.trustDomain);
+  const resources = new ResourcesApi(store, state, ca.trustDomain);
   const tokens = new Tokens(store, adminToken);
   const certificateTTLMs = () => {
     try {
@@ -71,7 +84,8 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
       return DEFAULTS.meshConfig.certificateTTLMs;
     }
   };
-  const server = createServer({ ca, store, state, push, resources, tokens, log, certificateTTLMs }, o.name);
+  const statusDeps = { name: o.name, store, state, push, registry, caPem: ca.certPem, trustDomain: ca.trustDomain, adminToken, log };
+  const server = createServer({ ca, push, resources, tokens, log, certificateTTLMs, status: (localOnly) => meshStatus(statusDeps, localOnly) });
   const port = await new Promise<number>((resolve, reject) => {
     void serverCredentials(ca, o.dir).then((creds) =>
       server.bindAsync(`${o.listen.host}:${o.listen.port}`, creds, (err, p) => (err ? reject(err) : resolve(p))), reject);
@@ -86,7 +100,10 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     }
     if (path === '/status') {
       res.setHeader('content-type', 'application/json');
-      return void res.end(JSON.stringify({ revision: state.revision, storeHealthy: ok, store: store.kind, sidecars: push.status() }, null, 2));
+      return void meshStatus(statusDeps, false).then((r) => res.end(JSON.stringify(r, null, 2)), (err: unknown) => {
+        res.statusCode = 500;
+        res.end(`${(err as Error).message}\n`);
+      });
     }
     res.statusCode = 404;
     res.end('try /ready /live /status\n');
@@ -96,6 +113,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     health.listen(o.http.port, o.http.host, () => resolve());
   });
   const grpcAddress = `${o.listen.host}:${port}`;
+  await registry.start(o.advertise ?? advertised(o.listen.host, port));
   const httpAddress = `${o.http.host}:${(health.address() as AddressInfo).port}`;
   log.info('listening', { grpc: grpcAddress, http: httpAddress, revision: state.revision });
   return {
@@ -103,6 +121,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     httpAddress,
     async stop() {
       push.close();
+      await registry.close();
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       health.close();
       state.close();

@@ -1,24 +1,17 @@
 // The discovery stream (DESIGN.md §6): Hello registers the sidecar under a lease, snapshots are pushed when its view changes, Ack/Nack recorded.
 import { randomBytes } from 'node:crypto';
-import type * as grpc from '@grpc/grpc-js';
+import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../api/log.js';
 import type { DiscoveryRequest, Hello, SidecarStatus, SnapshotMessage } from '../api/protocol.js';
 import { compileMesh, viewFor, type Compiled } from './snapshots.js';
+import type { Registry } from './registry.js';
 import { registryKey, type MeshState } from './state.js';
-import type { Lease, Store } from './store.js';
 
 /** Nonces must be unique per send, not secret: a random per-process prefix and a counter. */
 const NONCE_PREFIX = `${randomBytes(4).toString('hex')}-`;
 
-/**
- * How long a registration outlives a control plane that vanished without closing its streams. Longer than a
- * sidecar's worst reconnect wait (30 s cap + 20 % jitter), so a restarted control plane still sees every live
- * sidecar and never pushes their endpoints away; sidecars that died meanwhile are dropped when it expires.
- */
-export const REGISTRATION_TTL_MS = 60_000;
-
 interface Connection {
-  readonly call: grpc.ServerDuplexStream<DiscoveryRequest, SnapshotMessage>;
+  readonly call: ServerDuplexStream<DiscoveryRequest, SnapshotMessage>;
   hello: Hello;
   connectedSince: number;
   sentHash: string;
@@ -35,26 +28,32 @@ export class PushServer {
   private readonly conns = new Set<Connection>();
   /** Registry key → the connection that registered it last (a reconnecting instance replaces its old stream). */
   private readonly byKey = new Map<string, Connection>();
-  private lease: Promise<Lease> | undefined;
   private sends = 0;
   private mesh: Compiled | undefined;
   /** Views differ only by the sidecar's service, so each is encoded once per revision, not once per sidecar. */
   private views = new Map<string, { json: string; hash: string }>();
 
-  constructor(private readonly store: Store, private readonly state: MeshState, private readonly log: Logger, private readonly name: string) {
+  constructor(
+    private readonly registry: Registry,
+    private readonly state: MeshState,
+    private readonly log: Logger,
+    private readonly name: string,
+    private readonly caTrustDomain: string,
+  ) {
     state.onChange(() => this.recompile());
+    registry.onSessionRenewed(() => { for (const c of this.conns) void this.register(c); });
   }
 
   /** The mesh as last compiled (compiling now if nothing was yet). */
   compiled(): Compiled {
-    this.mesh ??= compileMesh(this.state, this.log);
+    this.mesh ??= compileMesh(this.state, this.log, this.caTrustDomain);
     return this.mesh;
   }
 
   /** Compile once per burst of store changes, then push only to sidecars whose view changed. */
   private recompile(): void {
     try {
-      this.mesh = compileMesh(this.state, this.log);
+      this.mesh = compileMesh(this.state, this.log, this.caTrustDomain);
       this.views = new Map();
     } catch (err) {
       this.log.error('compile_failed', { error: err, revision: this.state.revision });
@@ -64,10 +63,10 @@ export class PushServer {
   }
 
   private push(c: Connection): void {
-    if (!this.mesh) this.mesh = compileMesh(this.state, this.log);
+    const mesh = this.compiled();
     const key = `${c.hello.namespace}/${c.hello.service}`;
     let view = this.views.get(key);
-    if (!view) this.views.set(key, (view = viewFor(this.mesh, c.hello)));
+    if (!view) this.views.set(key, (view = viewFor(mesh, c.hello)));
     const { json, hash } = view;
     if (hash === c.ackedHash && c.nackError) {
       // The config went back to what the sidecar already runs: nothing to send, and the NACK is resolved.
@@ -80,12 +79,12 @@ export class PushServer {
     if (hash === c.sentHash || hash === c.nackedHash) return;
     const nonce = `${NONCE_PREFIX}${(this.sends++).toString(36)}`;
     c.sentHash = hash;
-    c.sentVersion = String(this.mesh.revision);
+    c.sentVersion = String(mesh.revision);
     c.sentNonce = nonce;
-    c.call.write({ version: c.sentVersion, nonce, snapshotJson: json });
+    c.call.write({ version: c.sentVersion, nonce, snapshotJson: json, hash });
   }
 
-  handle(call: grpc.ServerDuplexStream<DiscoveryRequest, SnapshotMessage>): void {
+  handle(call: ServerDuplexStream<DiscoveryRequest, SnapshotMessage>): void {
     let conn: Connection | undefined;
     call.on('data', (msg: DiscoveryRequest) => {
       if (msg.hello) {
@@ -94,14 +93,20 @@ export class PushServer {
           return;
         }
         if (!conn) {
+          // A sidecar that reconnects (here or after failing over from another replica) says what it runs. If that is
+          // what we would send, nothing is sent, and it keeps its version: replicas converge without a needless push.
+          const runs = msg.hello.version && msg.hello.snapshotHash ? msg.hello.snapshotHash : '';
           conn = {
             call, hello: { ...msg.hello, namespace: msg.hello.namespace || 'default' }, connectedSince: Date.now(),
-            sentHash: '', sentVersion: '', sentNonce: '', ackedHash: '', ackedVersion: msg.hello.version, nackError: '', nackedHash: '',
+            sentHash: runs, sentVersion: runs ? msg.hello.version : '', sentNonce: '', ackedHash: runs, ackedVersion: msg.hello.version,
+            nackError: '', nackedHash: '',
           };
           this.conns.add(conn);
           this.byKey.set(registryKey(conn.hello.namespace, conn.hello.service, conn.hello.instance), conn);
           void this.register(conn);
           this.log.info('sidecar_connected', { service: conn.hello.service, instance: conn.hello.instance, address: conn.hello.address });
+          // Headers now tell the sidecar it is connected even when its snapshot is current and nothing else is sent.
+          call.sendMetadata(new Metadata());
           this.push(conn);
         } else {
           conn.hello = { ...conn.hello, certExpiryUnix: msg.hello.certExpiryUnix };
@@ -130,7 +135,7 @@ export class PushServer {
       // A quick reconnect of the same instance may already hold the key again.
       if (this.byKey.get(key) === conn) {
         this.byKey.delete(key);
-        void this.store.delete(key).catch((err: unknown) => this.log.warn('deregistration_failed', { key, error: err }));
+        void this.registry.deregister(h.namespace, h.service, h.instance).catch((err: unknown) => this.log.warn('deregistration_failed', { key, error: err }));
       }
     };
     call.on('end', () => { gone(); call.end(); });
@@ -139,36 +144,12 @@ export class PushServer {
     call.on('cancelled', gone);
   }
 
-  /**
-   * One lease per control-plane session holds every registration it made: if this replica dies, its sidecars
-   * vanish from the registry after the TTL (and re-register wherever they reconnect); a closed stream deletes its
-   * own key at once.
-   */
-  private sessionLease(): Promise<Lease> {
-    this.lease ??= this.store.grantLease(REGISTRATION_TTL_MS).then((lease) => {
-      lease.onLost(() => {
-        this.lease = undefined;
-        this.log.warn('registry_lease_lost', { lease: lease.id });
-        for (const c of this.conns) void this.register(c);
-      });
-      return lease;
-    }, (err: unknown) => {
-      this.lease = undefined;
-      throw err;
-    });
-    return this.lease;
-  }
-
-  /** The sidecar becomes an endpoint of its service for as long as its stream (and this control plane) lives. */
+  /** The sidecar becomes an endpoint of its service for as long as its stream lives (registry.ts says why without a lease). */
   private async register(c: Connection): Promise<void> {
     try {
-      const lease = await this.sessionLease();
       if (!this.conns.has(c)) return;
       const h = c.hello;
-      await this.store.put(registryKey(h.namespace, h.service, h.instance), JSON.stringify({
-        service: h.service, namespace: h.namespace, instance: h.instance, address: h.address, labels: h.labels,
-        controlPlane: this.name, connectedSince: c.connectedSince,
-      }), { lease: lease.id });
+      await this.registry.register({ ...h, connectedSince: c.connectedSince });
     } catch (err) {
       this.log.error('registration_failed', { service: c.hello.service, instance: c.hello.instance, error: err });
     }
@@ -180,7 +161,7 @@ export class PushServer {
       service: c.hello.service, namespace: c.hello.namespace, instance: c.hello.instance, address: c.hello.address,
       ackedVersion: c.ackedVersion, sentVersion: c.sentVersion, nackError: c.nackError,
       certExpiryUnix: c.hello.certExpiryUnix, connectedSinceUnix: Math.floor(c.connectedSince / 1000), controlPlane: this.name,
-      inSync: c.ackedHash !== '' && c.ackedHash === c.sentHash && c.nackError === '',
+      inSync: c.ackedHash !== '' && c.ackedHash === c.sentHash && c.nackError === '', unknownReason: '',
     }));
   }
 

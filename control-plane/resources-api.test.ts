@@ -36,7 +36,7 @@ describe('ResourcesApi', () => {
     store = await openEmbeddedStore(dir);
     state = new MeshState(store, createLogger('error'));
     await state.start();
-    api = new ResourcesApi(store, state);
+    api = new ResourcesApi(store, state, 'mesh.local');
   });
 
   afterEach(async () => {
@@ -50,6 +50,17 @@ describe('ResourcesApi', () => {
     expect((await api.apply(SERVICES, 'svc.yaml', false)).results).toEqual(['unchanged Service/billing', 'unchanged Service/users']);
     const r = await api.apply(SERVICES.replace('name: users }', 'name: users }\nspec: { protocol: grpc }'), 'svc.yaml', false);
     expect(r.results).toEqual(['unchanged Service/billing', 'configured Service/users']);
+  });
+
+  it("refuses a MeshConfig naming a trust domain other than the CA's, accepts it left out or equal", async () => {
+    const mesh = (td?: string) => `apiVersion: mesh/v1\nkind: MeshConfig\nmetadata: { name: default }\nspec:\n  mtls: strict\n${td ? `  trustDomain: ${td}\n` : ''}`;
+    const before = (await store.get('/trellis/')).revision;
+    const r = await api.apply(mesh('other.local'), 'mesh.yaml', false);
+    expect(r.issues).toEqual(['mesh.yaml:6 MeshConfig/default spec.trustDomain: must be "mesh.local", the trust domain of the control plane\'s CA (or left out)']);
+    expect((await store.get('/trellis/')).revision).toBe(before);
+    expect((await api.diff(mesh('other.local'), 'mesh.yaml')).issues).toHaveLength(1);
+    expect((await api.apply(mesh(), 'mesh.yaml', false)).issues).toEqual([]);
+    expect((await api.apply(mesh('mesh.local'), 'mesh.yaml', false)).issues).toEqual([]);
   });
 
   it('refuses an invalid write with file:line errors and writes nothing', async () => {

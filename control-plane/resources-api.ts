@@ -1,6 +1,6 @@
 // Apply, Delete, Get and Diff over the store: every write validated with the same api/ code as `mesh validate`, all or nothing.
 import { parseAllDocuments, stringify } from 'yaml';
-import { loadResources } from '../api/load.js';
+import { lineOf, loadResources } from '../api/load.js';
 import { formatIssue, KINDS, type Kind, type Resource } from '../api/resources.js';
 import { validateMeaning } from '../api/validate-meaning.js';
 import type { ApplyResponse, DiffResponse } from '../api/protocol.js';
@@ -40,8 +40,21 @@ export function storedResources(values: Iterable<string>): { resources: Resource
   return { resources: r.resources, issues: r.issues.map(formatIssue) };
 }
 
+/**
+ * A MeshConfig may only name the CA's trust domain: sidecars check peers against it, so any other value would be
+ * NACKed by every sidecar. Left out, the control plane fills in the CA's (control-plane/snapshots.ts).
+ */
+export function trustDomainIssues(resources: readonly Resource[], caTrustDomain: string): string[] {
+  return resources
+    .filter((r) => r.kind === 'MeshConfig' && r.source.lines.has('spec.trustDomain') && r.spec.trustDomain !== caTrustDomain)
+    .map((r) => formatIssue({
+      file: r.source.file, line: lineOf(r.source, 'spec.trustDomain'), resource: `MeshConfig/${r.metadata.name}`, path: 'spec.trustDomain',
+      message: `must be "${caTrustDomain}", the trust domain of the control plane's CA (or left out)`,
+    }));
+}
+
 export class ResourcesApi {
-  constructor(private readonly store: Store, private readonly state: MeshState) {}
+  constructor(private readonly store: Store, private readonly state: MeshState, private readonly caTrustDomain: string) {}
 
   private async current(): Promise<Map<string, { value: string; modRevision: number }>> {
     const range = await this.store.get(RESOURCES);
@@ -55,7 +68,8 @@ export class ResourcesApi {
     const keep = [...stored].filter(([k]) => !replace.has(k)).map(([, v]) => v.value);
     const rest = storedResources(keep);
     if (rest.issues.length) return rest.issues;
-    return validateMeaning([...rest.resources, ...given.resources]).map(formatIssue);
+    const meaning = validateMeaning([...rest.resources, ...given.resources]).map(formatIssue);
+    return [...meaning, ...trustDomainIssues(given.resources, this.caTrustDomain)];
   }
 
   async apply(yaml: string, file: string, dryRun: boolean): Promise<ApplyResponse> {

@@ -2,15 +2,13 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../api/log.js';
 import {
-  meshService, SERVER_KEEPALIVE_OPTIONS, type ApplyRequest, type DeleteRequest, type GetRequest, type JoinRequest, type TokenRequest,
+  meshService, SERVER_KEEPALIVE_OPTIONS, type ApplyRequest, type DeleteRequest, type GetRequest, type JoinRequest, type StatusRequest, type StatusResponse, type TokenRequest,
 } from '../api/protocol.js';
 import type { CertificateAuthority } from '../certs/ca.js';
 import { signCsr } from '../certs/issue.js';
 import type { SpiffeId } from '../certs/spiffe.js';
 import type { PushServer } from './push.js';
 import type { ResourcesApi } from './resources-api.js';
-import type { MeshState } from './state.js';
-import type { Store } from './store.js';
 import type { Tokens } from './tokens.js';
 
 /** The identity clients require of the control plane's server certificate. */
@@ -18,14 +16,14 @@ export const CONTROL_PLANE_ID = (trustDomain: string): SpiffeId => ({ trustDomai
 
 export interface ServerDeps {
   readonly ca: CertificateAuthority;
-  readonly store: Store;
-  readonly state: MeshState;
   readonly push: PushServer;
   readonly resources: ResourcesApi;
   readonly tokens: Tokens;
   readonly log: Logger;
   /** TTL for workload certificates (MeshConfig certificateTTL, read per call). */
   readonly certificateTTLMs: () => number;
+  /** The mesh's sidecars and their sync state (control-plane/status.ts). */
+  readonly status: (localOnly: boolean) => Promise<StatusResponse>;
 }
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
@@ -55,7 +53,7 @@ function unary<Req, Res>(d: ServerDeps, admin: boolean, fn: (req: Req) => Promis
   };
 }
 
-export function createServer(d: ServerDeps, name: string): grpc.Server {
+export function createServer(d: ServerDeps): grpc.Server {
   const server = new grpc.Server({ ...SERVER_KEEPALIVE_OPTIONS, 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
   server.addService(meshService().service, {
     Join: unary<JoinRequest, unknown>(d, false, async (req) => {
@@ -80,19 +78,7 @@ export function createServer(d: ServerDeps, name: string): grpc.Server {
       return { resourcesJson: JSON.stringify(r.resources), revision: r.revision };
     }),
     Diff: unary<ApplyRequest, unknown>(d, true, (req) => d.resources.diff(req.yaml, req.file || 'stdin')),
-    Status: unary<unknown, unknown>(d, true, async () => {
-      const local = d.push.status();
-      const seen = new Set(local.map((s) => `${s.namespace}/${s.service}/${s.instance}`));
-      // Sidecars held by other replicas are known from the registry; their sync state lives with that replica.
-      const remote = d.state.registrations()
-        .filter((r) => !seen.has(`${r.namespace}/${r.service}/${r.instance}`))
-        .map((r) => ({ service: r.service, namespace: r.namespace, instance: r.instance, address: r.address, ackedVersion: '', sentVersion: '',
-          nackError: '', certExpiryUnix: 0, connectedSinceUnix: 0, controlPlane: (r as { controlPlane?: string }).controlPlane ?? '', inSync: false }));
-      return {
-        currentVersion: String(d.state.revision), sidecars: [...local, ...remote], store: d.store.kind,
-        storeHealthy: d.state.healthy, caTrustDomain: d.ca.trustDomain, controlPlane: name,
-      };
-    }),
+    Status: unary<StatusRequest, StatusResponse>(d, true, (req) => d.status(req.localOnly)),
     CreateToken: unary<TokenRequest, unknown>(d, true, async (req) => {
       if (!req.service) throw fail(grpc.status.INVALID_ARGUMENT, '--service is required');
       return d.tokens.create(req.service, req.namespace || 'default', (req.ttlSeconds || 86_400) * 1000);

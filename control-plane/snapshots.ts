@@ -1,7 +1,7 @@
 // Store state → per-sidecar snapshots: resources parsed once per revision, registry endpoints merged, policies filtered per sidecar.
 import { createHash } from 'node:crypto';
 import type { Logger } from '../api/log.js';
-import type { EndpointsResource, Resource } from '../api/resources.js';
+import { DEFAULTS, type EndpointsResource, type MeshConfigResource, type Resource } from '../api/resources.js';
 import { parseAddress } from '../api/validate-structure.js';
 import type { Snapshot } from '../api/snapshot.js';
 import { compileSnapshot } from './compiler.js';
@@ -45,11 +45,32 @@ function registryEndpoints(regs: readonly Registration[], services: ReadonlySet<
   return out;
 }
 
+/**
+ * Sidecars check peers against MeshConfig's trust domain, so it must be the CA's. Apply refuses any other explicit
+ * value (resources-api.ts); when it is left out, or there is no MeshConfig at all, the CA's is filled in here.
+ */
+function withTrustDomain(resources: readonly Resource[], caTrustDomain: string, log: Logger): Resource[] {
+  const mesh = resources.find((r): r is MeshConfigResource => r.kind === 'MeshConfig');
+  if (!mesh) {
+    return [...resources, {
+      apiVersion: 'mesh/v1', kind: 'MeshConfig', metadata: { name: 'default', namespace: 'default' },
+      spec: { ...DEFAULTS.meshConfig, trustDomain: caTrustDomain }, source: { file: 'defaults', line: 0, lines: new Map() },
+    }];
+  }
+  if (mesh.spec.trustDomain === caTrustDomain) return [...resources];
+  if (mesh.source.lines.has('spec.trustDomain')) {
+    log.error('mesh_config_trust_domain_mismatch', { meshConfig: mesh.spec.trustDomain, ca: caTrustDomain });
+    return [...resources];
+  }
+  return resources.map((r) => (r === mesh ? { ...mesh, spec: { ...mesh.spec, trustDomain: caTrustDomain } } : r));
+}
+
 /** The whole mesh at the state's revision; per-sidecar views are cut from it. */
-export function compileMesh(state: MeshState, log: Logger): Compiled {
-  const { resources, issues } = storedResources([...state.resources.values()].map((kv) => kv.value));
+export function compileMesh(state: MeshState, log: Logger, caTrustDomain: string): Compiled {
+  const stored = storedResources(state.resourceValues());
   // Stored resources were validated on write; an issue here means the store was edited behind our back.
-  if (issues.length) log.error('stored_resources_invalid', { issues });
+  if (stored.issues.length) log.error('stored_resources_invalid', { issues: stored.issues });
+  const resources = withTrustDomain(stored.resources, caTrustDomain, log);
   const services = new Set(resources.filter((r) => r.kind === 'Service').map((r) => `${r.metadata.namespace}/${r.metadata.name}`));
   const all: Resource[] = [...resources, ...registryEndpoints(state.registrations(), services, log)];
   return { revision: state.revision, snapshot: compileSnapshot(all, String(state.revision)) };

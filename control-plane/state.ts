@@ -6,6 +6,8 @@ export const PREFIX = '/trellis/';
 export const RESOURCES = `${PREFIX}resources/`;
 export const REGISTRY = `${PREFIX}registry/`;
 export const TOKENS = `${PREFIX}tokens/`;
+/** One leased record per live control-plane session (replica): `/trellis/replicas/<session id>`. */
+export const REPLICAS = `${PREFIX}replicas/`;
 
 export function resourceKey(kind: string, namespace: string, name: string): string {
   return `${RESOURCES}${kind}/${namespace}/${name}`;
@@ -21,15 +23,33 @@ export interface Registration {
   readonly instance: string;
   readonly address: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** The replica session that registered it (absent in records written before sessions existed). */
+  readonly session?: string;
+  readonly controlPlane?: string;
+  readonly connectedSince?: number;
+}
+
+/** What a live replica publishes about itself, for peers (status fan-out) and orphan collection. */
+export interface ReplicaRecord {
+  readonly session: string;
+  readonly name: string;
+  /** host:port of its gRPC API. */
+  readonly address: string;
+  readonly startedAtUnix: number;
+}
+
+function sortedByKey(m: ReadonlyMap<string, KeyValue>): KeyValue[] {
+  return [...m.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
 
 /**
- * Mirrors `/trellis/resources/` and `/trellis/registry/` in memory. Changes are coalesced: listeners run once per
+ * Mirrors `/trellis/resources/`, `/trellis/registry/` and `/trellis/replicas/` in memory. Changes are coalesced: listeners run once per
  * burst (debounceMs after the last event), so a `mesh apply` of many resources causes one compile and one push.
  */
 export class MeshState {
   readonly resources = new Map<string, KeyValue>();
   readonly registry = new Map<string, KeyValue>();
+  readonly replicas = new Map<string, KeyValue>();
   revision = 0;
   healthy = false;
   private watch: WatchHandle | undefined;
@@ -51,13 +71,36 @@ export class MeshState {
     return () => this.listeners.delete(fn);
   }
 
-  registrations(): Registration[] {
-    const out: Registration[] = [];
-    for (const kv of this.registry.values()) {
+  /**
+   * Sorted by key: a replica that read the store at start and one that followed it event by event must compile the
+   * same bytes, so that their snapshot hashes agree.
+   */
+  registrations(): (Registration & { readonly key: string; readonly modRevision: number })[] {
+    const out: (Registration & { key: string; modRevision: number })[] = [];
+    for (const kv of sortedByKey(this.registry)) {
       try {
-        out.push(JSON.parse(kv.value) as Registration);
+        out.push({ ...(JSON.parse(kv.value) as Registration), key: kv.key, modRevision: kv.modRevision });
       } catch {
         this.log.warn('registry_entry_unreadable', { key: kv.key });
+      }
+    }
+    return out;
+  }
+
+  /** Stored resource documents in key order (see registrations()). */
+  resourceValues(): string[] {
+    return sortedByKey(this.resources).map((kv) => kv.value);
+  }
+
+  /** Live replica sessions by session id. */
+  liveReplicas(): Map<string, ReplicaRecord> {
+    const out = new Map<string, ReplicaRecord>();
+    for (const kv of this.replicas.values()) {
+      try {
+        const r = JSON.parse(kv.value) as ReplicaRecord;
+        out.set(r.session, r);
+      } catch {
+        this.log.warn('replica_entry_unreadable', { key: kv.key });
       }
     }
     return out;
@@ -68,6 +111,7 @@ export class MeshState {
     const range = await this.store.get(PREFIX);
     this.resources.clear();
     this.registry.clear();
+    this.replicas.clear();
     for (const kv of range.kvs) this.index(kv);
     this.revision = range.revision;
     this.healthy = true;
@@ -79,6 +123,7 @@ export class MeshState {
           else {
             this.resources.delete(e.key);
             this.registry.delete(e.key);
+            this.replicas.delete(e.key);
           }
         }
         this.revision = Math.max(this.revision, revision);
@@ -131,6 +176,7 @@ export class MeshState {
   private index(kv: KeyValue): void {
     if (kv.key.startsWith(RESOURCES)) this.resources.set(kv.key, kv);
     else if (kv.key.startsWith(REGISTRY)) this.registry.set(kv.key, kv);
+    else if (kv.key.startsWith(REPLICAS)) this.replicas.set(kv.key, kv);
   }
 
   private changed(): void {

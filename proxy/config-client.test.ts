@@ -19,7 +19,7 @@ describe('reconnectDelay', () => {
 describe('parseSnapshot', () => {
   const good = { version: 'x', meshConfig: { trustDomain: 'mesh.local' }, services: [], routes: [], accessPolicies: [] };
   it('takes the version from the message and freezes the result', () => {
-    const s = parseSnapshot({ version: '7', nonce: 'n', snapshotJson: JSON.stringify(good) });
+    const s = parseSnapshot({ version: '7', nonce: 'n', hash: 'h', snapshotJson: JSON.stringify(good) });
     expect(s.version).toBe('7');
     expect(Object.isFrozen(s.services)).toBe(true);
   });
@@ -27,9 +27,9 @@ describe('parseSnapshot', () => {
     [{ ...good, routes: undefined }, 'snapshot 7: routes is missing'],
     [{ ...good, meshConfig: undefined }, 'snapshot 7: meshConfig is missing'],
   ])('refuses a malformed snapshot (%#)', (body, message) => {
-    expect(() => parseSnapshot({ version: '7', nonce: 'n', snapshotJson: JSON.stringify(body) })).toThrow(message);
+    expect(() => parseSnapshot({ version: '7', nonce: 'n', hash: 'h', snapshotJson: JSON.stringify(body) })).toThrow(message);
   });
   it('refuses JSON that does not parse', () => {
-    expect(() => parseSnapshot({ version: '7', nonce: 'n', snapshotJson: '{' })).toThrow();
+    expect(() => parseSnapshot({ version: '7', nonce: 'n', hash: 'h', snapshotJson: '{' })).toThrow();
   });
 });

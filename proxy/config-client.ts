@@ -40,8 +40,9 @@ export class ControlPlaneClient {
   private timer: Timer | undefined;
   private stopped = false;
   private hello: Hello | undefined;
-  /** The version this sidecar runs, sent in Hello after a reconnect. */
+  /** The version this sidecar runs and its content hash, sent in Hello after a reconnect. */
   version = '';
+  private hash = '';
   connected = false;
 
   constructor(
@@ -93,18 +94,23 @@ export class ControlPlaneClient {
     const endpoint = this.s.endpoints[this.current];
     const stream = (client.Discover as () => grpc.ClientDuplexStream<DiscoveryRequest, SnapshotMessage>)();
     this.stream = stream;
-    let gotSnapshot = false;
+    let answered = false;
+    // The control plane answers Hello with headers at once, and with a snapshot only if ours is out of date.
+    const connected = () => {
+      if (answered) return;
+      answered = true;
+      this.attempt = 0;
+      this.connected = true;
+      this.deps.log.info('control_plane_connected', { endpoint, version: this.version });
+    };
+    stream.on('metadata', connected);
     stream.on('data', (msg: SnapshotMessage) => {
-      if (!gotSnapshot) {
-        gotSnapshot = true;
-        this.attempt = 0;
-        this.connected = true;
-        this.deps.log.info('control_plane_connected', { endpoint });
-      }
+      connected();
       try {
         const snap = parseSnapshot(msg);
         this.apply(snap);
         this.version = msg.version;
+        this.hash = msg.hash;
         stream.write({ ack: { version: msg.version, nonce: msg.nonce } });
       } catch (err) {
         const error = (err as Error).message;
@@ -130,7 +136,7 @@ export class ControlPlaneClient {
     };
     stream.on('error', (err: grpc.ServiceError) => lost(err.details || err.message));
     stream.on('end', () => lost('stream ended'));
-    stream.write({ hello: { ...this.hello, version: this.version } });
+    stream.write({ hello: { ...this.hello, version: this.version, snapshotHash: this.hash } });
   }
 
   stop(): void {

@@ -5,6 +5,7 @@ import { X509Certificate } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JoinResponse } from '../api/protocol.js';
 import { createCsr, createWorkloadKey } from '../certs/workload.js';
@@ -150,10 +151,17 @@ describe.skipIf(skip)(`control plane with dynamic sidecars${skip ? ' (skipped: n
     expect((await whoAnswers(gateway.outbound, 'billing')).upstream).toBe('v2');
   }, 30_000);
 
-  it('a snapshot the sidecars NACK (foreign trust domain): Status shows each nackError, traffic keeps the old config; fixing it resyncs', async () => {
+  it('a snapshot the sidecars NACK (foreign trust domain written to etcd behind the API): Status shows each nackError, traffic keeps the old config; fixing it resyncs', async () => {
     const oldVersions = await versions();
-    const r = await cp.apply(trustDomainYaml('other.local'), 'trust.yaml');
-    expect(r.issues).toEqual([]);
+    // The API refuses a trust domain other than the CA's, naming the line: every sidecar would reject it.
+    const refused = await cp.apply(trustDomainYaml('other.local'), 'trust.yaml');
+    expect(refused.issues).toEqual([`trust.yaml:6 MeshConfig/default spec.trustDomain: must be "mesh.local", the trust domain of the control plane's CA (or left out)`]);
+    // So the bad config goes straight into etcd, as a hand edit would; the control plane pushes what the store holds.
+    const client = new Etcd3({ hosts: etcd!.endpoints });
+    const revision = await client.put('/trellis/resources/MeshConfig/default/default')
+      .value(JSON.stringify({ apiVersion: 'mesh/v1', kind: 'MeshConfig', metadata: { name: 'default' }, spec: { trustDomain: 'other.local' } }))
+      .exec().then((res) => Number(res.header.revision)).finally(() => client.close());
+    const r = { revision };
     const nackRevision = String(r.revision);
     let last: Status | undefined;
     await waitFor(async () => {

@@ -19,10 +19,12 @@ export interface ControlPlaneOptions {
   /** "127.0.0.1:PORT" (default 127.0.0.1:0): pass the old address to restart on the same port. */
   listen?: string;
   http?: string;
+  /** --registry-grace (default 45s). */
+  registryGrace?: string;
   startTimeoutMs?: number;
 }
 
-/** The StatusResponse (api/mesh.proto has no top-level replica name: each sidecar entry carries its controlPlane). */
+/** The StatusResponse: every sidecar of the mesh, each with the replica it streams to. */
 export type Status = StatusResponse;
 
 export interface ControlPlaneProcess {
@@ -97,6 +99,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     '--http', opts.http ?? '127.0.0.1:0',
     '--name', name,
     ...(opts.etcd?.length ? ['--etcd', opts.etcd.map(hostPort).join(',')] : []),
+    ...(opts.registryGrace ? ['--registry-grace', opts.registryGrace] : []),
   ];
   const child = spawn(process.execPath, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
   let exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
