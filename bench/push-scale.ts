@@ -46,7 +46,7 @@ export interface PushRun {
     readonly allFirstSnapshotMs: number;
     /** Registry writes done when every sidecar had its first snapshot. */
     readonly registeredAtAllFirst: number;
-    /** From starting the simulator until the store revision showed all N registry writes (leased puts); polled, so up to 500 ms late. */
+    /** From starting the simulator until the store revision showed all N registry writes; polled, so up to 500 ms late. */
     readonly registeredMs: number;
     /** Registry writes per second between all first snapshots and all registered. */
     readonly registrationsPerSecAfterConnect: number;
@@ -610,8 +610,8 @@ export function renderMarkdown(r: PushResults): string {
     lines.push(`| ${n(x.n)} | ${x.channels} | ${ms(x.connect.allFirstSnapshotMs)} | ${n(x.connect.registeredAtAllFirst)} | ${ms(x.connect.registeredMs)} | ` +
       `${fmt(x.connect.registrationsPerSecAfterConnect)} | ${fmt(x.connect.cpCpuSec, ' s')} | ${fmt(x.connect.simCpuSec, ' s')} |`);
   }
-  lines.push('', 'Each Hello gets its snapshot at once; its registry entry (one leased put = one store revision = one fdatasync in the ' +
-    'embedded store, written one at a time) follows. "all registered": until the store revision showed all N writes.');
+  lines.push('', 'Each Hello gets its snapshot at once; its registry entry (one put = one store revision; the embedded store group-commits ' +
+    'the puts that arrive during an fdatasync into the next one) follows. "all registered": until the store revision showed all N writes.');
   lines.push('', '## Push cost', '',
     '| N | Apply RPC | CP CPU (push) | simulator CPU (push) | extra snapshots | weights after | CP CPU total | CP RSS after push |',
     '|---:|---:|---:|---:|---:|:---|---:|---:|');
