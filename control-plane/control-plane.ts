@@ -100,7 +100,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     }
     if (path === '/status') {
       res.setHeader('content-type', 'application/json');
-      return void meshStatus(statusDeps, false).then((r) => res.end(JSON.stringify(r, null, 2)), (err: unknown) => {
+      return void meshStatus(statusDeps, false).then((r) => res.end(JSON.stringify({ revision: state.revision, ...r }, null, 2)), (err: unknown) => {
         res.statusCode = 500;
         res.end(`${(err as Error).message}\n`);
       });

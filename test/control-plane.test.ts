@@ -15,7 +15,7 @@ import {
 } from './harness/dynamic-mesh.js';
 import { runDynamicSidecarToExit, startDynamicSidecar, stopAllDynamicSidecars, type DynamicSidecar } from './harness/dynamic-sidecar.js';
 import { REQUIRE_ETCD, etcdAvailable, startEtcd, type EtcdCluster } from './harness/etcd.js';
-import { toYaml } from './harness/resources.js';
+import { meshConfig, toYaml } from './harness/resources.js';
 import { MAIN } from './harness/sidecar.js';
 import { closeAllUpstreams, startUpstream, type Upstream } from './harness/upstream.js';
 import { waitFor } from './harness/wait.js';
@@ -234,6 +234,28 @@ describe.skipIf(skip)(`control plane with dynamic sidecars${skip ? ' (skipped: n
     // The refused sidecar never registered.
     expect((await cp.status()).sidecars).toHaveLength(3);
   }, 30_000);
+
+  it('a dynamic sidecar renews its certificate through Join (MeshConfig certificateTTL), and Status reports each new expiry', async () => {
+    expect((await cp.apply(toYaml([meshConfig({ certificateTTL: '6s' })]), 'ttl.yaml')).issues).toEqual([]);
+    const app = await startUpstream({ name: 'users-app' });
+    const users = await startDynamicSidecar({ controlPlanes: [cp.grpc], dir: cp.dir, service: 'users', app: app.address, instance: 'users-1' });
+    try {
+      const expiryOf = async () => (await cp.status()).sidecars.find((s) => s.instance === 'users-1')?.certExpiryUnix ?? 0;
+      await waitFor(async () => (await expiryOf()) > 0, { timeoutMs: 10_000, what: 'users-1 in Status with a certificate expiry' });
+      const first = await expiryOf();
+      expect(first * 1000 - Date.now()).toBeLessThanOrEqual(7_000);
+      // Renewed at 70 % of 6 s: within a few seconds Status shows a later expiry, reported by a repeated Hello.
+      await waitFor(async () => (await expiryOf()) >= first + 2, { timeoutMs: 15_000, intervalMs: 200, what: 'a renewed certificate reported in Status' });
+      const certs = JSON.parse((await users.adminGet('/certs')).body) as { workload?: { notAfter?: string } };
+      expect(JSON.stringify(certs)).toMatch(/users/);
+      // The check that fails on an expired certificate passes: the sidecar never ran on one.
+      const check = await runCli(['check', '--control-plane', cp.grpc, '--dir', cp.dir]);
+      expect(check.stderr).not.toMatch(/certificate expired/);
+    } finally {
+      await users.stop();
+      await cp.apply(toYaml([meshConfig({})]), 'ttl.yaml');
+    }
+  }, 40_000);
 });
 
 function runCli(args: string[], timeoutMs = 15_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
