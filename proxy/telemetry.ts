@@ -1,9 +1,24 @@
-// Every metric the sidecar exports (DESIGN.md §5), declared once with fixed label sets; label children cached per route.
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+// Every metric the sidecar exports (DESIGN.md §5) plus prom-client's process metrics, declared once with fixed label sets; label children cached per route.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Counter as CounterT } from 'prom-client';
 
-/** Latency buckets in seconds, from sub-millisecond sidecar overhead to the default 15 s timeout. */
-const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15];
+/**
+ * Latency buckets in seconds, 0.1 ms … 30 s: the low end resolves a sidecar hop on loopback (a few hundred µs),
+ * the high end sits above the default 15 s route timeout so timed-out requests land in a finite bucket.
+ */
+export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+]);
+
+const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+export interface TelemetryOptions {
+  /**
+   * prom-client's default process metrics (RSS, CPU, open fds, heap, event-loop lag, GC) on this registry; default true.
+   * They cost nothing per request (read at scrape time, plus one event-loop-delay monitor and one GC observer).
+   */
+  readonly processMetrics?: boolean;
+}
 
 export interface RouteStats {
   /** Count one finished request and its duration. */
@@ -24,15 +39,21 @@ export class Telemetry {
   private readonly routeStatsCache = new Map<string, RouteStats>();
   private readonly retryChildren = new Map<string, CounterT.Internal>();
 
-  constructor() {
+  constructor(options: TelemetryOptions = {}) {
     const registers = [this.registry];
+    if (options.processMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry });
+      // Gauges named *_total break the Prometheus naming rule (promtool check metrics fails on them); each is just
+      // the sum of its labelled sibling (sum(nodejs_active_handles) and so on), so nothing is lost.
+      for (const name of GAUGES_NAMED_TOTAL) this.registry.removeSingleMetric(name);
+    }
     this.requests = new Counter({
       name: 'mesh_requests_total', help: 'Requests handled by the sidecar.', registers,
       labelNames: ['direction', 'source_service', 'destination_service', 'route', 'code'],
     });
     this.duration = new Histogram({
       name: 'mesh_request_duration_seconds', help: 'Request duration from request headers to response end.', registers,
-      labelNames: ['direction', 'source_service', 'destination_service', 'route'], buckets: BUCKETS,
+      labelNames: ['direction', 'source_service', 'destination_service', 'route'], buckets: [...LATENCY_BUCKETS],
     });
     this.retries = new Counter({ name: 'mesh_retries_total', help: 'Retries sent upstream.', registers, labelNames: ['destination_service', 'reason'] });
     this.ejections = new Counter({ name: 'mesh_endpoint_ejections_total', help: 'Endpoints ejected by outlier detection.', registers, labelNames: ['destination_service'] });
@@ -41,6 +62,9 @@ export class Telemetry {
     this.tlsHandshakeErrors = new Counter({ name: 'mesh_tls_handshake_errors_total', help: 'Failed TLS handshakes.', registers, labelNames: ['direction', 'reason'] });
     this.configUpdates = new Counter({ name: 'mesh_config_updates_total', help: 'Config snapshots applied (ack) or refused (nack).', registers, labelNames: ['result'] });
     this.certificateExpiry = new Gauge({ name: 'mesh_certificate_expiry_timestamp_seconds', help: 'Expiry of the workload certificate, unix seconds.', registers });
+    // Both outcomes exported from the start, so rate() and alerts on nack see a 0 rather than no series.
+    this.configUpdates.labels('ack').inc(0);
+    this.configUpdates.labels('nack').inc(0);
   }
 
   /** Label children for one route, made once per snapshot (and reused across snapshots) so requests only increment. */

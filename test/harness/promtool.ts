@@ -1,0 +1,48 @@
+// Test harness: runs Prometheus's `promtool check metrics` (Debian package `prometheus`) on an exposition text.
+import { spawn } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import path from 'node:path';
+
+/** Under CI a missing promtool fails the suite; on a developer machine the check is skipped with a reason. */
+export const REQUIRE_PROMTOOL = process.env.CI === 'true';
+
+/** $PROMTOOL, else the first `promtool` on PATH (or in /usr/bin, where Debian's prometheus package puts it). */
+export function promtoolBinary(): string | undefined {
+  if (process.env.PROMTOOL) return executable(process.env.PROMTOOL) ? process.env.PROMTOOL : undefined;
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter).concat('/usr/bin', '/usr/local/bin')) {
+    const candidate = path.join(dir, 'promtool');
+    if (dir && executable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+function executable(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Pipes `text` into `promtool check metrics`; code 0 means it parsed and passed every lint rule. */
+export function checkMetrics(bin: string, text: string, timeoutMs = 10_000): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+    // promtool may exit before reading everything (a parse error); the exit code says what happened.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(text);
+  });
+}
