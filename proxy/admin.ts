@@ -1,4 +1,4 @@
-// The admin server (loopback only): readiness, liveness, Prometheus metrics, config dump, cluster state, drain.
+// The admin server (loopback only): readiness, liveness, Prometheus metrics, config dump, cluster state, recent spans, drain.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Telemetry } from './telemetry.js';
 
@@ -10,6 +10,8 @@ export interface AdminDeps {
   readonly clusters: () => object;
   /** The workload certificate in force: SPIFFE id, serial, validity, rotations. */
   readonly certs: () => object;
+  /** The most recent sampled spans (optionally one trace's), from the bounded ring. */
+  readonly traces: (traceId: string | undefined) => object;
   /** Starts a drain; resolves when in-flight requests are done. */
   readonly drain: () => Promise<void>;
 }
@@ -25,7 +27,7 @@ function json(res: ServerResponse, value: unknown): void {
 
 export function createAdminServer(deps: AdminDeps): http.Server {
   return http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const [path, query = ''] = (req.url ?? '/').split('?', 2);
     const method = req.method ?? 'GET';
     const read = method === 'GET' || method === 'HEAD';
     if (path === '/drain') {
@@ -52,8 +54,10 @@ export function createAdminServer(deps: AdminDeps): http.Server {
         return json(res, deps.clusters());
       case '/certs':
         return json(res, deps.certs());
+      case '/debug/traces':
+        return json(res, deps.traces(new URLSearchParams(query).get('trace_id') ?? undefined));
       default:
-        return send(res, 404, 'not found: try /ready /live /metrics /config_dump /clusters /certs, POST /drain\n');
+        return send(res, 404, 'not found: try /ready /live /metrics /config_dump /clusters /certs /debug/traces[?trace_id=], POST /drain\n');
     }
   });
 }

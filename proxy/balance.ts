@@ -22,6 +22,8 @@ export function balanceTry(clock: Clock): TryHandler {
       return { kind: 'failed', error: new MeshError('circuit-open', `too many pending requests to service "${cluster.name}"`) };
     }
     t.exclude.add(ep);
+    ex.attempts++;
+    ex.upstream = ep.id;
     const body = ex.body;
     ep.inflight++;
     const t0 = clock.now();

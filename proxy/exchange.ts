@@ -1,5 +1,6 @@
 // The per-request state carried through the pipeline: small, created by the listener, read by every layer.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Span } from '@opentelemetry/api';
 import type { HeaderRecord } from './headers.js';
 import type { CompiledBackend, CompiledRule } from './compiled.js';
 import type { RouteStats } from './telemetry.js';
@@ -55,4 +56,12 @@ export interface Exchange {
   committed: boolean;
   /** Aborted by the client before the response finished. */
   clientGone: boolean;
+  /** This hop's span (tracing.ts); non-recording when the request is not sampled, absent with tracing off. */
+  span: Span | undefined;
+  /** Tries sent upstream (0 when refused before any); the access log and span report it. */
+  attempts: number;
+  /** host:port of the endpoint that served the last try, or ''. */
+  upstream: string;
+  /** Response body bytes written to the client. */
+  bytesSent: number;
 }

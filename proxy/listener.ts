@@ -3,6 +3,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { MeshError } from '../api/errors.js';
 import type { Clock } from '../api/clock.js';
+import type { AccessLog } from './access-log.js';
 import type { Logger } from '../api/log.js';
 import { NO_BODY } from './body.js';
 import type { Direction, Exchange } from './exchange.js';
@@ -29,6 +30,8 @@ export interface ListenerDeps {
   readonly handler: Handler;
   /** Where requests refused before routing (bad target, bad path) are counted. */
   readonly refused: RouteStats;
+  /** Refusals are access-logged too: they are the requests whose failure most needs explaining. */
+  readonly accessLog?: AccessLog;
 }
 
 /** Counts exchanges in flight so a drain can wait for them. */
@@ -86,6 +89,7 @@ function serve(deps: ListenerDeps, inflight: InFlight, req: IncomingMessage, res
     const stub = stubExchange(deps, req, res);
     respondError(stub, ex);
     deps.refused.record(res.statusCode, (deps.clock.now() - stub.start) / 1000);
+    deps.accessLog?.record(stub);
     done();
     return;
   }
@@ -134,6 +138,10 @@ function buildExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResp
     peer,
     committed: false,
     clientGone: false,
+    span: undefined,
+    attempts: 0,
+    upstream: '',
+    bytesSent: 0,
   };
 }
 
@@ -143,6 +151,7 @@ function stubExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerRespo
     req, res, direction: deps.direction, start: deps.clock.now(), method: req.method ?? 'GET', authority: '', path: '/', query: '',
     headers: {}, requestId: newRequestId(), rule: undefined, backend: undefined, body: NO_BODY, stats: undefined,
     upstreamHost: '', sourceService: 'unknown', peer: undefined, committed: false, clientGone: false,
+    span: undefined, attempts: 0, upstream: '', bytesSent: 0,
   };
 }
 

@@ -1,7 +1,9 @@
 // The only place the order of request stages is written: outbound and inbound chains, in packet order.
+import type { Tracer } from '@opentelemetry/api';
 import type { Clock, Random } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
 import { DEFAULTS } from '../api/resources.js';
+import type { AccessLog } from './access-log.js';
 import { authzLayer, type AccessTable } from './authz.js';
 import { balanceTry } from './balance.js';
 import { bodyLayer } from './body.js';
@@ -15,6 +17,7 @@ import type { CompiledRule, RouteTable } from './compiled.js';
 import { routeLayer } from './route.js';
 import { retryLayer } from './retry.js';
 import type { RouteStats, Telemetry } from './telemetry.js';
+import { traceLayer } from './tracing.js';
 
 export interface PipelineDeps {
   readonly clock: Clock;
@@ -23,6 +26,9 @@ export interface PipelineDeps {
   readonly telemetry: Telemetry;
   readonly routes: () => RouteTable;
   readonly cluster: (service: string) => Cluster | undefined;
+  /** The current snapshot's tracer; absent when the sidecar runs with tracing off (no layer at all). */
+  readonly tracer: (() => Tracer | undefined) | undefined;
+  readonly accessLog: AccessLog;
 }
 
 export interface InboundDeps extends PipelineDeps {
@@ -36,23 +42,28 @@ export interface InboundDeps extends PipelineDeps {
   readonly selfUri: () => string;
 }
 
-/** Records the golden metrics once the exchange is over; requests refused before routing count under `fallback`. */
-function observeLayer(clock: Clock, fallback: RouteStats): Layer {
+/**
+ * Records the golden metrics and the access log line once the exchange is over; requests refused before routing count
+ * under `fallback`. One stage for both, so an access log that is off costs nothing per request.
+ */
+function observeLayer(clock: Clock, fallback: RouteStats, accessLog: AccessLog): Layer {
   return (next: Handler): Handler => async (ex: Exchange) => {
     await next(ex);
     (ex.stats ?? fallback).record(ex.res.statusCode, (clock.now() - ex.start) / 1000);
+    accessLog.record(ex);
   };
 }
 
-function compose(terminal: Handler, ...layers: Layer[]): Handler {
-  return layers.reduceRight((next, layer) => layer(next), terminal);
+function compose(terminal: Handler, ...layers: (Layer | undefined)[]): Handler {
+  return layers.reduceRight<Handler>((next, layer) => (layer ? layer(next) : next), terminal);
 }
 
-/** listener → metrics → route → fault → body → mirror → retry/timeout → balancer → pool. */
+/** listener → trace → metrics and access log → route → fault → body → mirror → retry/timeout → balancer → pool. */
 export function outboundPipeline(d: PipelineDeps, sourceService: string): Handler {
   return compose(
     retryLayer(d, balanceTry(d.clock)),
-    observeLayer(d.clock, d.telemetry.routeStats('outbound', sourceService, 'unknown', 'none')),
+    d.tracer && traceLayer(d.tracer, 'outbound'),
+    observeLayer(d.clock, d.telemetry.routeStats('outbound', sourceService, 'unknown', 'none'), d.accessLog),
     routeLayer(d.routes, d.random),
     faultLayer(d.clock, d.random),
     bodyLayer(DEFAULTS.replayLimitBytes),
@@ -60,7 +71,7 @@ export function outboundPipeline(d: PipelineDeps, sourceService: string): Handle
   );
 }
 
-/** listener (mTLS) → metrics → authz → rate limit → app (through the same retry/balancer/pool stages, with one try). */
+/** listener (mTLS) → trace → metrics and access log → authz → rate limit → app (through the same retry/balancer/pool stages, with one try). */
 export function inboundPipeline(d: InboundDeps): Handler {
   const anonymous = d.telemetry.routeStats('inbound', 'unknown', d.service, 'inbound');
   const byPeer = new Map<string, RouteStats>();
@@ -85,7 +96,8 @@ export function inboundPipeline(d: InboundDeps): Handler {
   return compose(
     retryLayer({ ...d, cluster: () => d.appCluster() }, balanceTry(d.clock)),
     identify,
-    observeLayer(d.clock, anonymous),
+    d.tracer && traceLayer(d.tracer, 'inbound'),
+    observeLayer(d.clock, anonymous, d.accessLog),
     authzLayer(d.access, (policy) => d.telemetry.accessDenied.labels(d.service, policy).inc()),
     rateLimitLayer(d.rateLimiter, () => d.telemetry.rateLimited.labels(d.service, d.service).inc()),
     toApp,

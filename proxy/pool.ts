@@ -132,6 +132,7 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.declined || this.settled) return;
+    this.r.ex.bytesSent += chunk.length;
     if (!this.r.ex.res.write(chunk)) {
       controller.pause();
       this.r.ex.res.once('drain', this.onDrain);

@@ -23,4 +23,5 @@ export function respondError(ex: Exchange, err: unknown): void {
     'x-request-id': ex.requestId,
   });
   res.end(body);
+  ex.bytesSent = Buffer.byteLength(body);
 }
