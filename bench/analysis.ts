@@ -1,5 +1,5 @@
-// Figures derived from the measured ones: latency added over direct at the same rate, the Trellis/baseline ratios, and the Trellis targets.
-import type { BenchSettings, LatencySummary, OpenLoopRun, ScenarioName, ScenarioResult, TargetCheck } from './types.js';
+// Figures derived from the measured ones: latency added over direct at the same rate, the Trellis/baseline ratios, the Trellis targets and the cost of tracing.
+import type { BenchSettings, LatencySummary, OpenLoopRun, ScenarioName, ScenarioResult, TargetCheck, TracingCost } from './types.js';
 
 const KEYS: (keyof LatencySummary)[] = ['p50', 'p90', 'p99', 'p999', 'p9999', 'max', 'mean'];
 
@@ -44,11 +44,27 @@ function ratio(a: number | null, b: number | null): number | null {
 export function ratios(all: ScenarioResult[], s: BenchSettings): Record<string, number | null> {
   const rate = headlineRate(s);
   const [t, n, h] = [find(all, 'trellis'), find(all, 'nginx-pair'), find(all, 'http-proxy-pair')];
+  const cost = tracingCost(all, s);
   return {
     'throughput trellis/nginx-pair': ratio(throughput(t), throughput(n)),
     'throughput trellis/http-proxy-pair': ratio(throughput(t), throughput(h)),
     [`added p99 at ${rate} rps trellis/nginx-pair`]: ratio(addedP99(t, rate), addedP99(n, rate)),
     [`added p99 at ${rate} rps trellis/http-proxy-pair`]: ratio(addedP99(t, rate), addedP99(h, rate)),
+    'tracing cost: throughput trellis/trellis-notrace': cost.throughputRatio,
+    [`tracing cost: p99 at ${rate} rps trellis/trellis-notrace`]: ratio(cost.p99Ms.trellis, cost.p99Ms.notrace),
+  };
+}
+
+/** Tracing at the default sampling (trellis) against no tracing stage at all (trellis-notrace), same run. */
+export function tracingCost(all: ScenarioResult[], s: BenchSettings): TracingCost {
+  const rate = headlineRate(s);
+  const [t, off] = [find(all, 'trellis'), find(all, 'trellis-notrace')];
+  const cpu = (x: ScenarioResult | undefined): number | null => (x ? worstOf(x.processes.map((p) => p.cpuPer1k[`open-${rate}`])) : null);
+  return {
+    throughputRatio: ratio(throughput(t), throughput(off)),
+    rate,
+    p99Ms: { trellis: runAt(t, rate)?.latencyMs.p99 ?? null, notrace: runAt(off, rate)?.latencyMs.p99 ?? null },
+    cpuPer1k: { trellis: cpu(t), notrace: cpu(off) },
   };
 }
 

@@ -10,6 +10,7 @@ export interface PlotLine {
 const COLORS: Record<ScenarioName, string> = {
   direct: '#7f7f7f',
   trellis: '#1f77b4',
+  'trellis-notrace': '#9467bd',
   'nginx-pair': '#2ca02c',
   'http-proxy-pair': '#d62728',
 };

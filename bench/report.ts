@@ -1,4 +1,4 @@
-// bench/results/latest.md: every scenario side by side, the ratios, the Trellis targets, the plot reference and what was not measured.
+// bench/results/latest.md: every scenario side by side, the ratios, the cost of tracing, the Trellis targets, the plot reference and what was not measured.
 import { headlineRate } from './analysis.js';
 import type { BenchResults, LatencySummary, OpenLoopRun, ScenarioResult } from './types.js';
 
@@ -19,6 +19,34 @@ function num(v: number | null | undefined, digits = 2): string {
 }
 
 const row = (cells: string[]): string => `| ${cells.join(' | ')} |`;
+
+/** `a` against `b` as "a vs b (+d)"; the difference is what tracing adds. */
+function versus(a: number | null, b: number | null, fmt: (v: number) => string): string {
+  if (a === null || b === null) return 'n/a';
+  const d = a - b;
+  return `${fmt(a)} vs ${fmt(b)} (${d >= 0 ? '+' : '−'}${fmt(Math.abs(d))})`;
+}
+
+function tracingCostLines(r: BenchResults): string[] {
+  const c = r.tracingCost;
+  const missing = (['trellis', 'trellis-notrace'] as const).filter((n) => !r.scenarios.some((s) => s.name === n && s.status === 'ok'));
+  const head = 'Trellis with tracing at the default sampling (`trellis`: trace context extracted and propagated on every request, '
+    + 'spans recorded at MeshConfig `tracing.sampling`, 0.01 by default) against the same pair with both sidecars started with '
+    + '`--tracing off` (`trellis-notrace`), measured one after the other in this run.';
+  if (missing.length > 0) return [head, '', `Not measured: ${missing.map((n) => `\`${n}\``).join(' and ')} did not run.`];
+  const pct = c.throughputRatio === null ? '' : ` (${c.throughputRatio <= 1 ? '−' : '+'}${Math.abs((1 - c.throughputRatio) * 100).toFixed(1)} %)`;
+  return [
+    head,
+    '',
+    row(['figure', 'trellis vs trellis-notrace']),
+    row(['---', '---']),
+    row(['tracing cost: trellis throughput / trellis-notrace throughput', c.throughputRatio === null ? 'n/a' : `${c.throughputRatio.toFixed(3)}×${pct}`]),
+    row([`p99 at ${c.rate} rps`, versus(c.p99Ms.trellis, c.p99Ms.notrace, (v) => ms(v))]),
+    row([`CPU s per 1,000 req at ${c.rate} rps (larger sidecar)`, versus(c.cpuPer1k.trellis, c.cpuPer1k.notrace, (v) => v.toFixed(3))]),
+    '',
+    'Two runs of the same pair differ by several per cent on this machine (see bench/README.md), so a cost smaller than that is within noise.',
+  ];
+}
 
 /** A cell for a scenario that did not run: the whole row says why. */
 function notRun(s: ScenarioResult): string | undefined {
@@ -91,6 +119,7 @@ export function renderMarkdown(r: BenchResults, svgName: string): string {
   lines.push('', '## Ratios', '', row(['ratio', 'value']), row(['---', '---']));
   for (const [k, v] of Object.entries(r.ratios)) lines.push(row([k, v === null ? 'n/a' : `${v.toFixed(2)}×`]));
   lines.push('', `An added-p99 ratio above 1 means Trellis adds more tail latency than the baseline; when the baseline adds almost nothing the ratio is large and noisy, so read it with the absolute figures above.`);
+  lines.push('', '## Tracing cost', '', ...tracingCostLines(r));
   lines.push('', '## Trellis targets', '', row(['target', 'measured', 'threshold', 'met']), row(['---', '---', '---', '---']));
   for (const t of r.targets) {
     const value = t.value === null ? 'n/a' : t.target.startsWith('throughput') ? `${t.value.toFixed(2)}×` : t.value.toFixed(t.value < 1 ? 3 : 2);

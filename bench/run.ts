@@ -5,7 +5,7 @@ import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { addedLatency, headlineRate, ratios, targets } from './analysis.js';
+import { addedLatency, headlineRate, ratios, targets, tracingCost } from './analysis.js';
 import { measure } from './measure.js';
 import { createBenchPki } from './pki.js';
 import { latencySvg } from './plot.js';
@@ -153,6 +153,7 @@ async function main(argv: string[]): Promise<number> {
       scenarios: withAdded,
       ratios: ratios(withAdded, settings),
       targets: targets(withAdded, settings),
+      tracingCost: tracingCost(withAdded, settings),
       notMeasured: [{ figure: 'control-plane push (mesh apply until N sidecars ACK, N = 100, 1,000, 10,000)', reason: 'measured separately by `npm run bench:push`, see [push-latest.md](push-latest.md)' }],
     };
     const rate = headlineRate(settings);

@@ -1,4 +1,4 @@
-// The four scenarios: how each one's processes are started (its own app every time), which of them are the proxies, and how they are stopped.
+// The scenarios: how each one's processes are started (its own app every time), which of them are the proxies, and how they are stopped.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,12 +61,14 @@ async function owning(fn: (own: Child[]) => Promise<Omit<Running, 'stop'>>): Pro
 
 const DOC = (kind: string, name: string, spec: string): string => `apiVersion: mesh/v1\nkind: ${kind}\nmetadata: { name: ${name} }\nspec: ${spec}`;
 
-async function sidecar(ctx: ScenarioContext, service: string, app: string, resources: string[]): Promise<{ child: Child; line: Record<string, unknown> }> {
+async function sidecar(
+  ctx: ScenarioContext, service: string, app: string, resources: string[], extraArgs: readonly string[],
+): Promise<{ child: Child; line: Record<string, unknown> }> {
   const file = join(ctx.tmp, `${service}.yaml`);
   await writeFile(file, resources.join('\n---\n'));
   const started = await startListening(`${service} sidecar`, process.execPath, [
     CLI_MAIN, 'sidecar', '--service', service, '--app', app, '--resources', file, '--dir', ctx.pki.dir,
-    '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--drain-timeout', '2s',
+    '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--drain-timeout', '2s', ...extraArgs,
   ], 'stderr');
   await waitReady(`http://${started.line.admin as string}/ready`);
   return started;
@@ -99,27 +101,43 @@ const direct: Scenario = {
   }),
 };
 
-const trellis: Scenario = {
-  name: 'trellis',
-  description: 'load → client sidecar (outbound) → mTLS → server sidecar (inbound) → app; metrics on, default tracing, default retries, EWMA',
-  skip: () => undefined,
-  start: (ctx) => owning(async (own) => {
-    const app = await startApp();
-    own.push(app.child);
-    const services = [DOC('Service', 'app', '{ protocol: http }'), DOC('Service', 'client', '{ protocol: http }')];
-    const server = await sidecar(ctx, 'app', app.address, services);
-    own.push(server.child);
-    // TrafficPolicy defaults: mutual TLS, EWMA, default retries.
-    const endpoints = DOC('Endpoints', 'app', `{ service: app, endpoints: [ { address: "${server.line.inbound as string}" } ] }`);
-    const client = await sidecar(ctx, 'client', '127.0.0.1:9', [...services, endpoints]);
-    own.push(client.child);
-    return {
-      url: `http://${client.line.outbound as string}/`,
-      host: 'app',
-      proxies: [{ role: 'client sidecar', pid: client.child.pid }, { role: 'server sidecar', pid: server.child.pid }],
-    };
-  }),
-};
+/** The Trellis pair; `sidecarArgs` go to both sidecars (the only difference between trellis and trellis-notrace). */
+function trellisPair(name: ScenarioName, description: string, sidecarArgs: readonly string[]): Scenario {
+  return {
+    name,
+    description,
+    skip: () => undefined,
+    start: (ctx) => owning(async (own) => {
+      const app = await startApp();
+      own.push(app.child);
+      const services = [DOC('Service', 'app', '{ protocol: http }'), DOC('Service', 'client', '{ protocol: http }')];
+      const server = await sidecar(ctx, 'app', app.address, services, sidecarArgs);
+      own.push(server.child);
+      // TrafficPolicy defaults: mutual TLS, EWMA, default retries.
+      const endpoints = DOC('Endpoints', 'app', `{ service: app, endpoints: [ { address: "${server.line.inbound as string}" } ] }`);
+      const client = await sidecar(ctx, 'client', '127.0.0.1:9', [...services, endpoints], sidecarArgs);
+      own.push(client.child);
+      return {
+        url: `http://${client.line.outbound as string}/`,
+        host: 'app',
+        proxies: [{ role: 'client sidecar', pid: client.child.pid }, { role: 'server sidecar', pid: server.child.pid }],
+      };
+    }),
+  };
+}
+
+const trellis = trellisPair(
+  'trellis',
+  'load → client sidecar (outbound) → mTLS → server sidecar (inbound) → app; metrics on, default tracing, default retries, EWMA',
+  [],
+);
+
+// The same pair with tracing off, measured next to `trellis` in the same run: the difference is what tracing costs.
+const trellisNotrace = trellisPair(
+  'trellis-notrace',
+  'as trellis, both sidecars with `--tracing off` (trace headers pass through untouched, no spans): the baseline for the cost of tracing',
+  ['--tracing', 'off'],
+);
 
 const nginxPair: Scenario = {
   name: 'nginx-pair',
@@ -155,7 +173,7 @@ const httpProxyPair: Scenario = {
   }),
 };
 
-export const ALL_SCENARIOS: readonly Scenario[] = [direct, trellis, nginxPair, httpProxyPair];
+export const ALL_SCENARIOS: readonly Scenario[] = [direct, trellis, trellisNotrace, nginxPair, httpProxyPair];
 
 /** One request through the whole chain: a wrong certificate or route fails here with its answer, not as a page of errors later. */
 export async function probe(r: Running): Promise<void> {

@@ -1,7 +1,7 @@
 // The shape of bench/results/latest.json, shared by the load generator, the runner and the report.
 
-export type ScenarioName = 'direct' | 'trellis' | 'nginx-pair' | 'http-proxy-pair';
-export const SCENARIOS: readonly ScenarioName[] = ['direct', 'trellis', 'nginx-pair', 'http-proxy-pair'];
+export type ScenarioName = 'direct' | 'trellis' | 'trellis-notrace' | 'nginx-pair' | 'http-proxy-pair';
+export const SCENARIOS: readonly ScenarioName[] = ['direct', 'trellis', 'trellis-notrace', 'nginx-pair', 'http-proxy-pair'];
 
 /** Milliseconds. */
 export interface LatencySummary {
@@ -100,6 +100,18 @@ export interface BenchSettings {
   };
 }
 
+/** trellis against trellis-notrace in the same run: what tracing at the default sampling costs. */
+export interface TracingCost {
+  /** trellis saturation throughput / trellis-notrace's: below 1, tracing costs throughput. */
+  readonly throughputRatio: number | null;
+  /** The open-loop rate the latency and CPU figures are read at (headline rate). */
+  readonly rate: number;
+  /** p99 at `rate`, ms, coordinated omission corrected. */
+  readonly p99Ms: { readonly trellis: number | null; readonly notrace: number | null };
+  /** CPU seconds per 1,000 requests at `rate`, the larger of each pair's two sidecars. */
+  readonly cpuPer1k: { readonly trellis: number | null; readonly notrace: number | null };
+}
+
 export interface BenchResults {
   readonly schema: 1;
   readonly startedAt: string;
@@ -110,5 +122,6 @@ export interface BenchResults {
   readonly scenarios: ScenarioResult[];
   readonly ratios: Record<string, number | null>;
   readonly targets: TargetCheck[];
+  readonly tracingCost: TracingCost;
   readonly notMeasured: { readonly figure: string; readonly reason: string }[];
 }

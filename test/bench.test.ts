@@ -63,11 +63,19 @@ describe('npm run bench', () => {
       if (s.name !== 'direct') expect(typeof s.addedMs['1000']?.p99, s.name).toBe('number');
     }
     expect(results.targets).toHaveLength(5);
-    expect(Object.keys(results.ratios)).toHaveLength(4);
+    expect(Object.keys(results.ratios)).toHaveLength(6);
+    // The cost of tracing: trellis (default tracing) against trellis-notrace (--tracing off), from the same run.
+    const cost = results.tracingCost;
+    expect(cost.p99Ms.trellis).toBeGreaterThan(0);
+    expect(cost.p99Ms.notrace).toBeGreaterThan(0);
+    expect(cost.cpuPer1k.notrace).toBeGreaterThan(0);
+    const tracedSat = results.scenarios.find((s) => s.name === 'trellis')?.saturation;
+    if (tracedSat && 'rps' in tracedSat) expect(cost.throughputRatio).toBeGreaterThan(0);
 
     const md = await readFile(path.join(out, 'latest.md'), 'utf8');
     for (const name of SCENARIOS) expect(md).toContain(`**${name}**`);
     expect(md).toContain('](latency.svg)');
+    expect(md).toMatch(/\| tracing cost: trellis throughput \/ trellis-notrace throughput \| \d+\.\d+×/);
     expect(md).toContain('measured separately by `npm run bench:push`');
     const svg = await readFile(path.join(out, 'latency.svg'), 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
