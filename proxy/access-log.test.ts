@@ -6,7 +6,7 @@ import type { Exchange } from './exchange.js';
 
 function exchange(o: Partial<Record<string, unknown>> = {}): Exchange {
   return {
-    req: { headers: { 'content-length': '5' } }, res: { statusCode: 503, getHeader: (n: string) => (n === 'x-mesh-error' ? 'upstream-reset' : undefined) },
+    req: { headers: { 'content-length': '5' } }, res: { statusCode: 503 }, meshError: 'upstream-reset',
     direction: 'outbound', start: 1_000, method: 'POST', authority: 'billing', path: '/invoices', query: '?token=secret', headers: {},
     requestId: 'rid-1', rule: { routeName: 'billing' }, backend: { service: 'billing' }, body: { kind: 'buffered', data: Buffer.from('hello') },
     sourceService: 'gateway', upstream: '127.0.0.1:9001', attempts: 2, bytesSent: 42, clientGone: false, upstreamHost: 'billing',

@@ -36,7 +36,6 @@ function bytesReceived(ex: Exchange): number | null {
 }
 
 export function accessRecord(ex: Exchange, durationMs: number, wallNow: number): AccessRecord {
-  const meshError = ex.res.getHeader('x-mesh-error');
   return {
     time: new Date(wallNow).toISOString(),
     direction: ex.direction,
@@ -46,7 +45,7 @@ export function accessRecord(ex: Exchange, durationMs: number, wallNow: number):
     authority: ex.authority,
     path: ex.path,
     status: ex.res.statusCode,
-    mesh_error: typeof meshError === 'string' ? meshError : '',
+    mesh_error: ex.meshError,
     source: ex.sourceService,
     destination: ex.backend?.service ?? (ex.direction === 'inbound' ? ex.upstreamHost : ex.authority),
     route: ex.rule?.routeName ?? 'none',

@@ -64,4 +64,6 @@ export interface Exchange {
   upstream: string;
   /** Response body bytes written to the client. */
   bytesSent: number;
+  /** The response's x-mesh-error: made here (respond.ts) or relayed from the next sidecar (pool.ts); '' when none. */
+  meshError: string;
 }

@@ -127,6 +127,8 @@ class Attempt implements Dispatcher.DispatchHandler {
       return;
     }
     ex.committed = true;
+    const relayed = headers['x-mesh-error'];
+    if (typeof relayed === 'string') ex.meshError = relayed;
     ex.res.writeHead(status, responseHeadersForClient(headers));
   }
 

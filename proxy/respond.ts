@@ -15,6 +15,7 @@ export function respondError(ex: Exchange, err: unknown): void {
   }
   if (res.destroyed || ex.clientGone) return;
   ex.committed = true;
+  ex.meshError = e.code;
   const body = `${e.message}\n`;
   res.writeHead(e.status, {
     'content-type': 'text/plain; charset=utf-8',

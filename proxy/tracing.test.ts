@@ -22,7 +22,7 @@ function exchange(headers: IncomingHttpHeaders, o: { status?: number; meshError?
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(headers)) if (v !== undefined) out[k] = v;
   return {
-    req: { headers, httpVersion: '1.1' }, res: { statusCode: o.status ?? 200, getHeader: (n: string) => (n === 'x-mesh-error' ? o.meshError : undefined) },
+    req: { headers, httpVersion: '1.1' }, res: { statusCode: o.status ?? 200 }, meshError: o.meshError ?? '',
     direction: 'outbound', method: 'GET', authority: 'billing', path: '/invoices/1', query: '', headers: out, requestId: 'rid',
     rule: { routeName: 'billing' }, backend: { service: 'billing' }, sourceService: 'gateway', attempts: o.attempts ?? 1, upstream: '127.0.0.1:1',
     clientGone: false,

@@ -142,9 +142,11 @@ export function startHop(tracer: Tracer, ex: Exchange, kind: SpanKind): Span {
 export function endHop(span: Span, ex: Exchange, kind: SpanKind): void {
   if (!span.isRecording()) return span.end();
   const status = ex.res.statusCode;
-  const meshError = ex.res.getHeader('x-mesh-error');
+  const meshError = ex.meshError;
   const route = ex.rule?.routeName;
-  if (route) span.updateName(`${ex.method} ${route}`);
+  const destination = ex.backend?.service ?? ex.authority;
+  // Named by destination, not route: "GET billing" reads well in a trace view, and the route is an attribute.
+  span.updateName(`${ex.method} ${destination}`);
   span.setAttributes({
     'http.request.method': ex.method,
     'url.path': ex.path,
@@ -154,7 +156,7 @@ export function endHop(span: Span, ex: Exchange, kind: SpanKind): void {
     'http.response.status_code': status,
     'mesh.direction': ex.direction,
     'mesh.source_service': ex.sourceService,
-    'mesh.destination_service': ex.backend?.service ?? ex.authority,
+    'mesh.destination_service': destination,
     'mesh.route': route ?? 'none',
     'mesh.retry_count': Math.max(0, ex.attempts - 1),
     'mesh.request_id': ex.requestId,
@@ -163,11 +165,11 @@ export function endHop(span: Span, ex: Exchange, kind: SpanKind): void {
   if (ex.upstream) span.setAttribute('mesh.upstream', ex.upstream);
   const ua = ex.req.headers['user-agent'];
   if (ua) span.setAttribute('user_agent.original', ua);
-  if (typeof meshError === 'string') span.setAttribute('mesh.error', meshError);
+  if (meshError) span.setAttribute('mesh.error', meshError);
   // Server spans fail on 5xx only; client spans on any 4xx/5xx (OpenTelemetry HTTP span status rules).
   const failed = ex.clientGone || status >= 500 || (kind === SpanKind.CLIENT && status >= 400);
   if (failed) {
-    const errorType = typeof meshError === 'string' ? meshError : ex.clientGone ? 'client-gone' : String(status);
+    const errorType = meshError || (ex.clientGone ? 'client-gone' : String(status));
     span.setAttribute('error.type', errorType);
     span.setStatus({ code: SpanStatusCode.ERROR, message: errorType });
   }
