@@ -46,10 +46,15 @@ export const SERVER_KEEPALIVE_OPTIONS = Object.freeze({
 
 export interface JoinRequest { token: string; csrPem: string; service: string; namespace: string }
 export interface JoinResponse { certPem: string; caPem: string }
-export interface Hello { service: string; namespace: string; instance: string; address: string; labels: Record<string, string>; version: string; certExpiryUnix: number; snapshotHash?: string }
+export interface Hello { service: string; namespace: string; instance: string; address: string; labels: Record<string, string>; version: string; certExpiryUnix: number; snapshotHash?: string; adminAddress?: string }
 export interface Ack { version: string; nonce: string }
 export interface Nack { version: string; nonce: string; error: string }
-export interface DiscoveryRequest { hello?: Hello; ack?: Ack; nack?: Nack; kind?: 'hello' | 'ack' | 'nack' }
+export interface StatsSeries {
+  direction: string; sourceService: string; destinationService: string; route: string;
+  codes: number[]; codeCounts: number[]; bucketCounts: number[]; durationSum: number;
+}
+export interface StatsReport { startedUnixMs: number; bucketBounds: number[]; series: StatsSeries[] }
+export interface DiscoveryRequest { hello?: Hello; ack?: Ack; nack?: Nack; stats?: StatsReport; kind?: 'hello' | 'ack' | 'nack' | 'stats' }
 export interface SnapshotMessage { version: string; nonce: string; snapshotJson: string; hash: string }
 export interface ApplyRequest { yaml: string; file: string; dryRun: boolean }
 export interface ApplyResponse { results: string[]; issues: string[]; revision: number }
@@ -65,6 +70,17 @@ export interface StatusRequest { localOnly: boolean }
 export interface ReplicaStatus { name: string; address: string; error: string }
 export interface StatusResponse {
   currentVersion: string; sidecars: SidecarStatus[]; store: string; storeHealthy: boolean; caTrustDomain: string; controlPlane: string; replicas: ReplicaStatus[];
+}
+export interface StatRequest { service: string; windowSeconds: number; localOnly: boolean }
+export interface SeriesDelta {
+  sidecar: string; direction: string; sourceService: string; destinationService: string; route: string; seconds: number;
+  codes: number[]; codeCounts: number[]; bucketCounts: number[]; durationSum: number; bucketBounds: number[];
+}
+export interface LatencyMs { p50: number; p95: number; p99: number }
+export interface RouteStat { route: string; requestsPerSecond: number; successRate: number; latencyMs: LatencyMs; requests: number }
+export interface ServiceStat extends Omit<RouteStat, 'route'> { service: string; routes: RouteStat[]; source: string }
+export interface StatResponse {
+  windowSeconds: number; services: ServiceStat[]; deltas: SeriesDelta[]; controlPlane: string; replicas: ReplicaStatus[]; sidecars: number;
 }
 export interface TokenRequest { service: string; namespace: string; ttlSeconds: number }
 export interface TokenResponse { token: string; expiresUnix: number }

@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { applyCommand, APPLY_USAGE, deleteCommand, DELETE_USAGE, diffCommand, DIFF_USAGE, getCommand, GET_USAGE } from './resources-cmd.js';
 import { tokenCommand, TOKEN_USAGE } from './token-cmd.js';
 import { checkCommand, CHECK_USAGE, statusCommand, STATUS_USAGE } from './status-cmd.js';
+import { statCommand, STAT_USAGE } from './stat-cmd.js';
 
 const USAGE = `mesh — the Trellis service mesh
 
@@ -21,6 +22,7 @@ Commands:
   mesh apply -f FILE [--dry-run]   mesh delete -f FILE | KIND NAME   mesh diff -f FILE
   mesh get KIND [NAME] [-o table|yaml|json]
   mesh status [-o table|json]      sidecars: service, instance, address, config version, in sync / NACK error, cert expiry, connected since
+  mesh stat [SERVICE] [-o table|json] [--window 1m]   per service (and route): requests/s, success rate, p50/p95/p99 latency
   mesh check                       control plane, store, CA, every sidecar in sync; exit 1 with the reason otherwise
   (these take --control-plane HOST:PORT, default $MESH_CONTROL_PLANE or 127.0.0.1:15010, and --dir .mesh for ca.crt and
    admin.token, which $MESH_TOKEN overrides; "mesh diff" exits 0 without changes, 1 with changes, 2 on issues or errors)
@@ -39,7 +41,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const ADMIN_HELP: Record<string, string> = {
-    apply: APPLY_USAGE, delete: DELETE_USAGE, diff: DIFF_USAGE, get: GET_USAGE, token: TOKEN_USAGE, status: STATUS_USAGE, check: CHECK_USAGE,
+    apply: APPLY_USAGE, delete: DELETE_USAGE, diff: DIFF_USAGE, get: GET_USAGE, token: TOKEN_USAGE, status: STATUS_USAGE, stat: STAT_USAGE, check: CHECK_USAGE,
   };
   if ((rest.includes('--help') || rest.includes('-h')) && ADMIN_HELP[command]) {
     out.stdout(ADMIN_HELP[command]);
@@ -74,6 +76,8 @@ async function main(argv: string[]): Promise<number> {
       return tokenCommand(rest, out);
     case 'status':
       return statusCommand(rest, out);
+    case 'stat':
+      return statCommand(rest, out);
     case 'check':
       return checkCommand(rest, out);
     default:

@@ -11,7 +11,8 @@ export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--nam
              [--inbound 0.0.0.0:15006] [--outbound 127.0.0.1:15001] [--admin 127.0.0.1:15000]
              [--control-plane HOST:PORT[,…]] [--token-file F] [--dir .mesh]   dynamic mode: config and certificate from the control plane
              [--resources FILE.yaml]                                         standalone mode: static resources, certificate from the CA in --dir
-             [--drain-timeout 30s] [--log-level info]`;
+             [--drain-timeout 30s] [--stats-interval 10s] [--log-level info]
+  --stats-interval  how often (dynamic mode) cumulative request stats go to the control plane for "mesh stat"`;
 
 /** The join token: --token-file, else MESH_TOKEN, else the admin token in --dir (one machine: it may obtain any identity). */
 async function readToken(file: string | undefined, dir: string): Promise<string> {
@@ -31,7 +32,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       inbound: { type: 'string', default: '0.0.0.0:15006' }, outbound: { type: 'string', default: '127.0.0.1:15001' },
       admin: { type: 'string', default: '127.0.0.1:15000' }, resources: { type: 'string' },
       'control-plane': { type: 'string' }, 'token-file': { type: 'string' }, dir: { type: 'string', default: '.mesh' },
-      'drain-timeout': { type: 'string', default: '30s' }, 'log-level': { type: 'string', default: 'info' },
+      'drain-timeout': { type: 'string', default: '30s' }, 'stats-interval': { type: 'string', default: '10s' }, 'log-level': { type: 'string', default: 'info' },
     },
     strict: true,
   });
@@ -49,6 +50,8 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
   // HARDENING.md security defaults: nothing but local processes may use the outbound or admin ports.
   if (!isLoopback(outbound.host)) throw new UsageError(`--outbound must be a loopback address, got "${outbound.host}"`);
   if (!isLoopback(admin.host)) throw new UsageError(`--admin must be a loopback address, got "${admin.host}"`);
+  const statsInterval = parseDurationFlag('stats-interval', values['stats-interval']);
+  if (statsInterval < 100) throw new UsageError(`--stats-interval: must be at least 100ms, got "${values['stats-interval']}"`);
   const instance = values.instance ?? `${hostname()}-${process.pid}`;
   const log = createLogger(level, { program: 'sidecar', service: values.service, instance });
 
@@ -64,6 +67,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
         : { mode: 'control-plane', endpoints, token: await readToken(values['token-file'], values.dir) },
       dir: values.dir,
       drainTimeoutMs: parseDurationFlag('drain-timeout', values['drain-timeout']),
+      statsIntervalMs: statsInterval,
       log,
     });
   } catch (err) {

@@ -1,7 +1,7 @@
-// The control-plane program: open the store, load or create the CA, serve gRPC (and a small HTTP health API), stop cleanly.
+// The control-plane program: open the store, load or create the CA, serve gRPC (and a small HTTP API with /metrics), keep the
+// Prometheus file_sd current, stop cleanly.
 import { generateKeyPairSync } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -11,15 +11,20 @@ import { DEFAULTS } from '../api/resources.js';
 import { CA_FILES, initCa, type CertificateAuthority } from '../certs/ca.js';
 import { signCsr } from '../certs/issue.js';
 import { createCsr } from '../certs/workload.js';
+import { FileSdWriter } from './file-sd.js';
+import { createHttpApi } from './http-api.js';
 import { PushServer } from './push.js';
 import { Registry } from './registry.js';
 import { ResourcesApi } from './resources-api.js';
 import { CONTROL_PLANE_ID, createServer } from './server.js';
 import { MeshState } from './state.js';
 import { meshStatus } from './status.js';
+import { meshStat } from './stats-mesh.js';
+import { StatsStore } from './stats-store.js';
 import type { Store } from './store.js';
 import { openEmbeddedStore } from './store-embedded.js';
 import { openEtcdStore } from './store-etcd.js';
+import { ControlPlaneTelemetry } from './telemetry.js';
 import { Tokens } from './tokens.js';
 
 export interface ControlPlaneOptions {
@@ -35,11 +40,15 @@ export interface ControlPlaneOptions {
   readonly advertise?: string;
   /** registry.ts ORPHAN_GRACE_MS unless given. */
   readonly registryGraceMs?: number;
+  /** Where the Prometheus file_sd of every sidecar's and replica's /metrics goes (default <dir>/prometheus/targets.json). */
+  readonly prometheusSd?: string;
 }
 
 export interface ControlPlane {
   readonly grpcAddress: string;
   readonly httpAddress: string;
+  /** The Prometheus file_sd this replica writes. */
+  readonly prometheusSd: string;
   stop(): Promise<void>;
 }
 
@@ -74,7 +83,12 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
   const state = new MeshState(store, log);
   await state.start();
   const registry = new Registry(store, state, log, o.name, undefined, o.registryGraceMs);
-  const push = new PushServer(registry, state, log, o.name, ca.trustDomain);
+  const stats = new StatsStore();
+  // The gauges read `push` at scrape time, after it exists.
+  const telemetry: ControlPlaneTelemetry = new ControlPlaneTelemetry({
+    connectedSidecars: (): number => push.connectionCount, storeRevision: () => state.revision, storeHealthy: () => state.healthy,
+  });
+  const push: PushServer = new PushServer(registry, state, log, o.name, ca.trustDomain, { telemetry, stats });
   const resources = new ResourcesApi(store, state, ca.trustDomain);
   const tokens = new Tokens(store, adminToken);
   const certificateTTLMs = () => {
@@ -85,41 +99,32 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     }
   };
   const statusDeps = { name: o.name, store, state, push, registry, caPem: ca.certPem, trustDomain: ca.trustDomain, adminToken, log };
-  const server = createServer({ ca, push, resources, tokens, log, certificateTTLMs, status: (localOnly) => meshStatus(statusDeps, localOnly) });
+  const statDeps = { name: o.name, state, registry, stats, caPem: ca.certPem, trustDomain: ca.trustDomain, adminToken, log };
+  const server = createServer({
+    ca, push, resources, tokens, log, certificateTTLMs, status: (localOnly) => meshStatus(statusDeps, localOnly), stat: (req) => meshStat(statDeps, req),
+  });
   const port = await new Promise<number>((resolve, reject) => {
     void serverCredentials(ca, o.dir).then((creds) =>
       server.bindAsync(`${o.listen.host}:${o.listen.port}`, creds, (err, p) => (err ? reject(err) : resolve(p))), reject);
   });
-  const health = http.createServer((req, res) => {
-    const ok = state.healthy;
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/live') return void res.end('live\n');
-    if (path === '/ready') {
-      res.statusCode = ok ? 200 : 503;
-      return void res.end(ok ? 'ready\n' : `store unavailable; serving revision ${state.revision}\n`);
-    }
-    if (path === '/status') {
-      res.setHeader('content-type', 'application/json');
-      return void meshStatus(statusDeps, false).then((r) => res.end(JSON.stringify({ revision: state.revision, ...r }, null, 2)), (err: unknown) => {
-        res.statusCode = 500;
-        res.end(`${(err as Error).message}\n`);
-      });
-    }
-    res.statusCode = 404;
-    res.end('try /ready /live /status\n');
-  });
+  const health = createHttpApi({ state, telemetry, status: () => meshStatus(statusDeps, false) });
   await new Promise<void>((resolve, reject) => {
     health.once('error', reject);
     health.listen(o.http.port, o.http.host, () => resolve());
   });
   const grpcAddress = `${o.listen.host}:${port}`;
-  await registry.start(o.advertise ?? advertised(o.listen.host, port));
-  const httpAddress = `${o.http.host}:${(health.address() as AddressInfo).port}`;
-  log.info('listening', { grpc: grpcAddress, http: httpAddress, revision: state.revision });
+  const httpPort = (health.address() as AddressInfo).port;
+  await registry.start(o.advertise ?? advertised(o.listen.host, port), advertised(o.http.host, httpPort));
+  const httpAddress = `${o.http.host}:${httpPort}`;
+  const fileSd = new FileSdWriter(o.prometheusSd ?? join(o.dir, 'prometheus', 'targets.json'), state, log);
+  await fileSd.start();
+  log.info('listening', { grpc: grpcAddress, http: httpAddress, revision: state.revision, prometheus_sd: fileSd.path });
   return {
     grpcAddress,
     httpAddress,
+    prometheusSd: fileSd.path,
     async stop() {
+      await fileSd.close();
       push.close();
       await registry.close();
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));

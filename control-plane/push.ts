@@ -6,6 +6,8 @@ import type { DiscoveryRequest, Hello, SidecarStatus, SnapshotMessage } from '..
 import { compileMesh, viewFor, type Compiled } from './snapshots.js';
 import type { Registry } from './registry.js';
 import { registryKey, type MeshState } from './state.js';
+import type { StatsStore } from './stats-store.js';
+import type { ControlPlaneTelemetry } from './telemetry.js';
 
 /** Nonces must be unique per send, not secret: a random per-process prefix and a counter. */
 const NONCE_PREFIX = `${randomBytes(4).toString('hex')}-`;
@@ -22,7 +24,17 @@ interface Connection {
   nackError: string;
   /** Hash of the version the sidecar NACKed: not resent until the view changes again. */
   nackedHash: string;
+  /** performance.now() of the last send, for the push latency histogram. */
+  sentAt: number;
 }
+
+/** Optional observers: /metrics counters and the stats reports behind `mesh stat`. */
+export interface PushExtras {
+  readonly telemetry?: ControlPlaneTelemetry;
+  readonly stats?: StatsStore;
+}
+
+const sidecarId = (h: Hello): string => `${h.namespace}/${h.service}/${h.instance}`;
 
 export class PushServer {
   private readonly conns = new Set<Connection>();
@@ -39,6 +51,7 @@ export class PushServer {
     private readonly log: Logger,
     private readonly name: string,
     private readonly caTrustDomain: string,
+    private readonly extras: PushExtras = {},
   ) {
     state.onChange(() => this.recompile());
     registry.onSessionRenewed(() => { for (const c of this.conns) void this.register(c); });
@@ -81,7 +94,9 @@ export class PushServer {
     c.sentHash = hash;
     c.sentVersion = String(mesh.revision);
     c.sentNonce = nonce;
+    c.sentAt = performance.now();
     c.call.write({ version: c.sentVersion, nonce, snapshotJson: json, hash });
+    this.extras.telemetry?.pushed();
   }
 
   handle(call: ServerDuplexStream<DiscoveryRequest, SnapshotMessage>): void {
@@ -99,11 +114,12 @@ export class PushServer {
           conn = {
             call, hello: { ...msg.hello, namespace: msg.hello.namespace || 'default' }, connectedSince: Date.now(),
             sentHash: runs, sentVersion: runs ? msg.hello.version : '', sentNonce: '', ackedHash: runs, ackedVersion: msg.hello.version,
-            nackError: '', nackedHash: '',
+            nackError: '', nackedHash: '', sentAt: 0,
           };
           this.conns.add(conn);
           this.byKey.set(registryKey(conn.hello.namespace, conn.hello.service, conn.hello.instance), conn);
           void this.register(conn);
+          this.extras.stats?.connected(sidecarId(conn.hello));
           this.log.info('sidecar_connected', { service: conn.hello.service, instance: conn.hello.instance, address: conn.hello.address });
           // Headers now tell the sidecar it is connected even when its snapshot is current and nothing else is sent.
           call.sendMetadata(new Metadata());
@@ -114,7 +130,13 @@ export class PushServer {
         return;
       }
       if (!conn) return;
+      if (msg.stats) {
+        const ok = this.extras.stats?.record(sidecarId(conn.hello), msg.stats);
+        this.extras.telemetry?.statsReports.labels(ok === false ? 'malformed' : 'accepted').inc();
+        return;
+      }
       if (msg.ack && msg.ack.nonce === conn.sentNonce) {
+        this.extras.telemetry?.acked((performance.now() - conn.sentAt) / 1000);
         conn.ackedHash = conn.sentHash;
         conn.ackedVersion = msg.ack.version;
         conn.nackError = '';
@@ -124,11 +146,13 @@ export class PushServer {
         conn.nackedHash = conn.sentHash;
         // The sidecar keeps its previous config, so what it runs is what it last acknowledged.
         conn.sentHash = conn.ackedHash;
+        this.extras.telemetry?.nacked();
         this.log.warn('snapshot_nacked', { service: conn.hello.service, instance: conn.hello.instance, version: msg.nack.version, error: msg.nack.error });
       }
     });
     const gone = () => {
       if (!conn || !this.conns.delete(conn)) return;
+      this.extras.stats?.disconnected(sidecarId(conn.hello));
       this.log.info('sidecar_disconnected', { service: conn.hello.service, instance: conn.hello.instance });
       const h = conn.hello;
       const key = registryKey(h.namespace, h.service, h.instance);
@@ -153,6 +177,11 @@ export class PushServer {
     } catch (err) {
       this.log.error('registration_failed', { service: c.hello.service, instance: c.hello.instance, error: err });
     }
+  }
+
+  /** Open discovery streams (the connected-sidecars gauge). */
+  get connectionCount(): number {
+    return this.conns.size;
   }
 
   /** Sidecars connected to this replica, with their sync state. */

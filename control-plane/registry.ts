@@ -21,6 +21,8 @@ export interface RegistrationInput {
   readonly address: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly connectedSince: number;
+  /** host:port of the sidecar's admin listener (its /metrics), for the Prometheus file_sd; absent from older sidecars. */
+  readonly adminAddress?: string;
 }
 
 export interface OrphanSweep {
@@ -82,13 +84,18 @@ export class Registry {
   private readonly sweepEveryMs: number;
 
   private address = '';
+  private httpAddress = '';
   private markStarted: () => void = () => undefined;
   /** Registrations wait for start(): a session record needs the address, known only once the server is bound. */
   private readonly started = new Promise<void>((resolve) => { this.markStarted = resolve; });
 
-  /** Publishes this replica's session (with the gRPC address peers reach it at), then sweeps orphans periodically. */
-  async start(address: string): Promise<void> {
+  /**
+   * Publishes this replica's session (with the gRPC address peers reach it at, and its --http address for Prometheus),
+   * then sweeps orphans periodically.
+   */
+  async start(address: string, httpAddress = ''): Promise<void> {
     this.address = address;
+    this.httpAddress = httpAddress;
     await this.ensureSession();
     this.markStarted();
     this.scheduleSweep();
@@ -111,7 +118,10 @@ export class Registry {
 
   private ensureSession(): Promise<Lease> {
     this.session ??= this.store.grantLease(SESSION_TTL_MS).then(async (lease) => {
-      const record: ReplicaRecord = { session: lease.id, name: this.name, address: this.address, startedAtUnix: Math.floor(Date.now() / 1000) };
+      const record: ReplicaRecord = {
+        session: lease.id, name: this.name, address: this.address, startedAtUnix: Math.floor(Date.now() / 1000),
+        ...(this.httpAddress ? { http: this.httpAddress } : {}),
+      };
       await this.store.put(`${REPLICAS}${lease.id}`, JSON.stringify(record), { lease: lease.id });
       this.sessionId = lease.id;
       lease.onLost(() => {
@@ -135,6 +145,7 @@ export class Registry {
     await this.store.put(registryKey(r.namespace, r.service, r.instance), JSON.stringify({
       service: r.service, namespace: r.namespace, instance: r.instance, address: r.address, labels: r.labels,
       session: this.sessionId, controlPlane: this.name, connectedSince: r.connectedSince,
+      ...(r.adminAddress ? { adminAddress: r.adminAddress } : {}),
     }));
   }
 

@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../api/log.js';
 import {
-  meshService, SERVER_KEEPALIVE_OPTIONS, type ApplyRequest, type DeleteRequest, type GetRequest, type JoinRequest, type StatusRequest, type StatusResponse, type TokenRequest,
+  meshService, SERVER_KEEPALIVE_OPTIONS, type ApplyRequest, type DeleteRequest, type GetRequest, type JoinRequest, type StatRequest, type StatResponse, type StatusRequest, type StatusResponse, type TokenRequest,
 } from '../api/protocol.js';
 import type { CertificateAuthority } from '../certs/ca.js';
 import { signCsr } from '../certs/issue.js';
@@ -24,6 +24,8 @@ export interface ServerDeps {
   readonly certificateTTLMs: () => number;
   /** The mesh's sidecars and their sync state (control-plane/status.ts). */
   readonly status: (localOnly: boolean) => Promise<StatusResponse>;
+  /** Golden metrics per service and route (control-plane/stats-mesh.ts). */
+  readonly stat: (req: StatRequest) => Promise<StatResponse>;
 }
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
@@ -79,6 +81,7 @@ export function createServer(d: ServerDeps): grpc.Server {
     }),
     Diff: unary<ApplyRequest, unknown>(d, true, (req) => d.resources.diff(req.yaml, req.file || 'stdin')),
     Status: unary<StatusRequest, StatusResponse>(d, true, (req) => d.status(req.localOnly)),
+    Stat: unary<StatRequest, StatResponse>(d, true, (req) => d.stat(req)),
     CreateToken: unary<TokenRequest, unknown>(d, true, async (req) => {
       if (!req.service) throw fail(grpc.status.INVALID_ARGUMENT, '--service is required');
       return d.tokens.create(req.service, req.namespace || 'default', (req.ttlSeconds || 86_400) * 1000);

@@ -27,6 +27,8 @@ export interface Registration {
   readonly session?: string;
   readonly controlPlane?: string;
   readonly connectedSince?: number;
+  /** host:port of the sidecar's admin listener (GET /metrics), listed in the Prometheus file_sd. */
+  readonly adminAddress?: string;
 }
 
 /** What a live replica publishes about itself, for peers (status fan-out) and orphan collection. */
@@ -36,6 +38,8 @@ export interface ReplicaRecord {
   /** host:port of its gRPC API. */
   readonly address: string;
   readonly startedAtUnix: number;
+  /** host:port of its --http API (/metrics), listed in the Prometheus file_sd; absent in records of older replicas. */
+  readonly http?: string;
 }
 
 function sortedByKey(m: ReadonlyMap<string, KeyValue>): KeyValue[] {

@@ -3,7 +3,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { Clock, Random, Timer } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
 import { call, createMeshClient, type MeshClient } from '../api/cp-client.js';
-import type { DiscoveryRequest, Hello, JoinResponse, SnapshotMessage } from '../api/protocol.js';
+import type { DiscoveryRequest, Hello, JoinResponse, SnapshotMessage, StatsReport } from '../api/protocol.js';
 import { deepFreeze, type Snapshot } from '../api/snapshot.js';
 import type { SpiffeId } from '../certs/spiffe.js';
 import type { CertificateSource } from './credentials.js';
@@ -86,6 +86,13 @@ export class ControlPlaneClient {
     if (!this.hello) return;
     this.hello = { ...this.hello, certExpiryUnix: unix };
     this.stream?.write({ hello: this.hello });
+  }
+
+  /** A stats report (proxy/stats-report.ts) on the open stream; false (nothing sent) while disconnected. */
+  sendStats(report: StatsReport): boolean {
+    if (!this.connected || !this.stream) return false;
+    this.stream.write({ stats: report });
+    return true;
   }
 
   private connect(): void {

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock, Random } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
+import type { StatsReport } from '../api/protocol.js';
 import { formatIssue } from '../api/resources.js';
 import type { Snapshot } from '../api/snapshot.js';
 import { validateFiles } from '../api/validate-meaning.js';
@@ -29,9 +30,11 @@ export interface ConfigSource {
   certificates(ttlMs: () => number | undefined): CertificateSource;
   /** Registers the function that applies a pushed snapshot (it throws to refuse one). */
   onSnapshot(apply: (s: Snapshot) => void): void;
-  /** Called once listening: dynamic mode says Hello with the inbound address. */
-  start(inboundAddress: string, certExpiryUnix: () => number): void;
+  /** Called once listening: dynamic mode says Hello with the inbound address (and the admin address, for Prometheus file_sd). */
+  start(inboundAddress: string, certExpiryUnix: () => number, adminAddress?: string): void;
   certificateRenewed(expiryUnix: number): void;
+  /** Dynamic mode only: where stats reports go (proxy/stats-report.ts). */
+  readonly stats?: { connected(): boolean; send(report: StatsReport): void };
   stop(): void;
 }
 
@@ -80,10 +83,11 @@ export async function configSource(o: SourceOptions, me: Identity, deps: { clock
     first: undefined,
     certificates: () => client.certificateSource(),
     onSnapshot: (fn) => { apply = fn; },
-    start: (inbound, expiry) => client.start({
+    start: (inbound, expiry, admin) => client.start({
       service: me.service, namespace: me.namespace, instance: me.instance, address: advertised(inbound), labels: { ...me.labels },
-      version: '', certExpiryUnix: expiry(),
+      version: '', certExpiryUnix: expiry(), adminAddress: admin ? advertised(admin) : '',
     }),
+    stats: { connected: () => client.connected, send: (r) => void client.sendStats(r) },
     certificateRenewed: (unix) => client.updateCertExpiry(unix),
     stop: () => client.stop(),
   };

@@ -15,6 +15,7 @@ import { createListener, InFlight } from './listener.js';
 import { inboundPipeline, outboundPipeline } from './pipeline.js';
 import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
+import { startStatsReporter } from './stats-report.js';
 import { compileRuntime, dumpRuntime, type Identity, type Runtime } from './runtime.js';
 import { Telemetry } from './telemetry.js';
 import { createInboundServer, meshConnector } from './tls.js';
@@ -38,6 +39,8 @@ export interface SidecarOptions {
   readonly dir: string;
   /** How long a drain waits for in-flight requests before closing what is left. */
   readonly drainTimeoutMs: number;
+  /** Dynamic mode: how often cumulative request stats go to the control plane (mesh stat); default 10 s. */
+  readonly statsIntervalMs?: number;
   readonly log: Logger;
   readonly clock?: Clock;
   readonly random?: Random;
@@ -191,7 +194,10 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     admin: await listen(admin, o.admin),
   };
   log.info('listening', { service: me.service, ...addresses });
-  source.start(addresses.inbound, () => Math.floor((credentials()?.notAfter ?? 0) / 1000));
+  source.start(addresses.inbound, () => Math.floor((credentials()?.notAfter ?? 0) / 1000), addresses.admin);
+  const stats = source.stats && startStatsReporter({
+    telemetry, clock, log, intervalMs: o.statsIntervalMs ?? 10_000, startedUnixMs: wallNow(), connected: source.stats.connected, send: source.stats.send,
+  });
   certs.credentials.subscribe((c) => source.certificateRenewed(Math.floor((c?.notAfter ?? 0) / 1000)));
 
   return {
@@ -213,6 +219,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       await new Promise((r) => admin.close(r));
       admin.closeAllConnections();
       certs.stop();
+      stats?.stop();
       source.stop();
       await clusters.close();
       await appCluster?.close();
