@@ -1,14 +1,15 @@
 // End-to-end golden metrics: a control plane (embedded store), a client sidecar and a server sidecar whose app answers every
 // fifth request 503; under 50 rps, `mesh stat` (the CLI, as a child process) reports the success rate within a point and
 // the rate within 10 %; the control plane's /metrics passes promtool; its file_sd lists every /metrics target, and a real
-// Prometheus given that file scrapes them all.
+// Prometheus given that file scrapes them all. On two replicas (etcd) either one answers for the whole mesh.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './harness/cli.js';
-import { removeMeshDirs, startControlPlane, stopAllControlPlanes, type ControlPlaneProcess } from './harness/control-plane.js';
+import { newMeshDir, removeMeshDirs, startControlPlane, stopAllControlPlanes, type ControlPlaneProcess } from './harness/control-plane.js';
 import { snapshotEndpoints, startTraffic, waitAllInSync, type TrafficSample } from './harness/dynamic-mesh.js';
 import { startDynamicSidecar, stopAllDynamicSidecars, type DynamicSidecar } from './harness/dynamic-sidecar.js';
+import { etcdAvailable, REQUIRE_ETCD, startEtcd, type EtcdCluster } from './harness/etcd.js';
 import { parseMetrics, sumWhere } from './harness/prom.js';
 import { prometheusBinary, startPrometheus } from './harness/prometheus.js';
 import { checkMetrics, promtoolBinary, REQUIRE_PROMTOOL } from './harness/promtool.js';
@@ -21,11 +22,28 @@ const WINDOW_S = 10;
 const promtool = promtoolBinary();
 const prometheus = prometheusBinary();
 
+const withEtcd = etcdAvailable();
+
 const svc = (name: string): Doc => ({ apiVersion: 'mesh/v1', kind: 'Service', metadata: { name }, spec: { protocol: 'http' } });
 
 interface Figures { requestsPerSecond: number; successRate: number | null; latencyMs: { p50: number | null; p95: number | null; p99: number | null }; requests: number }
 interface StatJson { window: string; windowSeconds: number; sidecars: number; services: (Figures & { service: string; source: string; routes: (Figures & { route: string })[] })[] }
 interface TargetGroup { targets: string[]; labels: Record<string, string> }
+
+/** Every fifth request is a 503: exactly 20 % errors in any run of requests, whatever the window catches. */
+function startFlakyApp(): Promise<Upstream> {
+  let served = 0;
+  return startUpstream({
+    name: 'api',
+    behaviour: (_req, res) => {
+      const status = ++served % 5 === 0 ? 503 : 200;
+      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': 2, 'x-upstream': 'api' });
+      res.end('ok');
+    },
+  });
+}
+
+const MESH_YAML = toYaml([svc('api'), svc('client'), route('api-route', ['api'], [{ backends: [{ service: 'api', weight: 100 }] }])]);
 
 describe('golden metrics: mesh stat, control-plane /metrics, Prometheus file_sd', () => {
   let cp: ControlPlaneProcess;
@@ -33,21 +51,12 @@ describe('golden metrics: mesh stat, control-plane /metrics, Prometheus file_sd'
   let clientApp: Upstream;
   let server: DynamicSidecar;
   let client: DynamicSidecar;
-  let served = 0;
 
   beforeAll(async () => {
     cp = await startControlPlane({ name: 'cp-stat' });
-    // Every fifth request is a 503: exactly 20 % errors in any run of requests, whatever the window catches.
-    app = await startUpstream({
-      name: 'api',
-      behaviour: (_req, res) => {
-        const status = ++served % 5 === 0 ? 503 : 200;
-        res.writeHead(status, { 'content-type': 'text/plain', 'content-length': 2, 'x-upstream': 'api' });
-        res.end('ok');
-      },
-    });
+    app = await startFlakyApp();
     clientApp = await startUpstream({ name: 'client-app' });
-    const r = await cp.apply(toYaml([svc('api'), svc('client'), route('api-route', ['api'], [{ backends: [{ service: 'api', weight: 100 }] }])]), 'stat.yaml');
+    const r = await cp.apply(MESH_YAML, 'stat.yaml');
     expect(r.issues).toEqual([]);
     const common = { controlPlanes: [cp.grpc], dir: cp.dir, extraArgs: ['--stats-interval', '1s'] };
     [server, client] = await Promise.all([
@@ -185,4 +194,68 @@ describe('golden metrics: mesh stat, control-plane /metrics, Prometheus file_sd'
       await prom.stop();
     }
   }, 45_000);
+});
+
+describe.skipIf(!withEtcd && !REQUIRE_ETCD)(`golden metrics across two replicas${withEtcd ? '' : ' (skipped: no etcd binary on PATH; CI=true makes this a failure)'}`, () => {
+  let cluster: EtcdCluster | undefined;
+
+  afterAll(async () => {
+    await stopAllDynamicSidecars();
+    await stopAllControlPlanes();
+    await closeAllUpstreams();
+    await cluster?.stop();
+    await removeMeshDirs();
+  }, 30_000);
+
+  it('server sidecar on cp-a, client sidecar on cp-b: mesh stat on either replica merges both; the file_sd lists both replicas', async () => {
+    if (!withEtcd) throw new Error('etcd binary not found, and CI=true requires it (install etcd-server)');
+    cluster = await startEtcd();
+    const dir = await newMeshDir();
+    // One after the other: the first creates the CA and admin token in the shared dir, the second loads them.
+    const a = await startControlPlane({ etcd: cluster.endpoints, dir, name: 'cp-a' });
+    const b = await startControlPlane({ etcd: cluster.endpoints, dir, name: 'cp-b' });
+    expect((await a.apply(MESH_YAML, 'stat.yaml')).issues).toEqual([]);
+    const app = await startFlakyApp();
+    const clientApp = await startUpstream({ name: 'client-app' });
+    const extraArgs = ['--stats-interval', '500ms'];
+    const [server, client] = await Promise.all([
+      startDynamicSidecar({ controlPlanes: [a.grpc], dir, extraArgs, service: 'api', app: app.address, instance: 'api-1' }),
+      startDynamicSidecar({ controlPlanes: [b.grpc], dir, extraArgs, service: 'client', app: clientApp.address, instance: 'client-1' }),
+    ]);
+    await waitFor(async () => (await snapshotEndpoints(client, 'api')).length === 1, { timeoutMs: 10_000, what: 'the api endpoint in the client snapshot' });
+
+    const traffic = startTraffic(client.outbound, { rate: RATE, host: 'api', path: '/work' });
+    const answers: StatJson[] = [];
+    try {
+      await waitFor(() => traffic.samples.some((s) => s.startedAt > 7_000), { timeoutMs: 20_000, what: '7 s of traffic' });
+      for (const cp of [a, b]) {
+        const r = await runCli(['stat', '-o', 'json', '--window', '5s', '--control-plane', cp.grpc, '--dir', dir]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr).toBe('');
+        answers.push(JSON.parse(r.stdout) as StatJson);
+      }
+    } finally {
+      await traffic.stop();
+    }
+    for (const [i, j] of answers.entries()) {
+      const what = `asked ${['cp-a', 'cp-b'][i]}: ${JSON.stringify(j)}`;
+      expect(j.sidecars, what).toBe(2);
+      const api = j.services.find((s) => s.service === 'api');
+      // Inbound figures come from the sidecar on cp-a, route figures from the one on cp-b: each answer needs both replicas.
+      expect(api?.source, what).toBe('inbound');
+      expect(Math.abs(api!.successRate! - 0.8), what).toBeLessThanOrEqual(0.02);
+      expect(Math.abs(api!.requestsPerSecond - RATE) / RATE, what).toBeLessThan(0.15);
+      expect(api!.routes.map((x) => x.route), what).toEqual(['api-route']);
+      expect(Math.abs(api!.routes[0].requestsPerSecond - RATE) / RATE, what).toBeLessThan(0.15);
+    }
+
+    let groups: TargetGroup[] = [];
+    await waitFor(async () => {
+      groups = JSON.parse(await readFile(path.join(dir, 'prometheus', 'targets.json'), 'utf8')) as TargetGroup[];
+      return groups.length === 4;
+    }, { timeoutMs: 10_000, what: 'two replicas and two sidecars in the file_sd' });
+    expect(groups.map((g) => [g.labels.job, g.targets[0]])).toEqual([
+      ['mesh-control-plane', a.http], ['mesh-control-plane', b.http], ['mesh-sidecar', server.admin], ['mesh-sidecar', client.admin],
+    ]);
+  }, 90_000);
 });
