@@ -10,12 +10,13 @@ export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 ]);
 
+const EVENT_LOOP_SAMPLE_MS = 50;
 const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 export interface TelemetryOptions {
   /**
    * prom-client's default process metrics (RSS, CPU, open fds, heap, event-loop lag, GC) on this registry; default true.
-   * They cost nothing per request (read at scrape time, plus one event-loop-delay monitor and one GC observer).
+   * No per-request work: they are read at scrape time, plus one event-loop-delay monitor and one GC observer.
    */
   readonly processMetrics?: boolean;
 }
@@ -42,7 +43,10 @@ export class Telemetry {
   constructor(options: TelemetryOptions = {}) {
     const registers = [this.registry];
     if (options.processMetrics ?? true) {
-      collectDefaultMetrics({ register: this.registry });
+      // The event-loop-delay monitor wakes the process every `precision` ms even when idle: at prom-client's 10 ms an
+      // idle sidecar used ~0.5 % of a core against ~0.17 % without process metrics; 50 ms brings it to ~0.25 % and still
+      // takes 20 lag samples a second.
+      collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
       // Gauges named *_total break the Prometheus naming rule (promtool check metrics fails on them); each is just
       // the sum of its labelled sibling (sum(nodejs_active_handles) and so on), so nothing is lost.
       for (const name of GAUGES_NAMED_TOTAL) this.registry.removeSingleMetric(name);
