@@ -58,12 +58,21 @@ describe('StatsStore', () => {
     clock.advance(10_000);
     store.deltas(1_000);
     expect(store.size).toBe(1);
+    store.record('s', report(2));
     store.disconnected('s');
     clock.advance(4_000);
     store.deltas(1_000);
     expect(store.size).toBe(1);
     clock.advance(2_000);
     store.deltas(1_000);
+    expect(store.size).toBe(0);
+  });
+
+  it('forgets at once a sidecar that never reported', () => {
+    const store = new StatsStore(new FakeClock());
+    store.connected('silent');
+    expect(store.size).toBe(1);
+    store.disconnected('silent');
     expect(store.size).toBe(0);
   });
 

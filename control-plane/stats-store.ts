@@ -63,7 +63,10 @@ export class StatsStore {
     const s = this.sidecars.get(sidecar);
     if (!s) return;
     s.streams = Math.max(0, s.streams - 1);
-    if (s.streams === 0) s.goneAt = this.clock.now();
+    if (s.streams > 0) return;
+    // Nothing reported (an old sidecar, a simulated one in the push bench): nothing worth keeping.
+    if (s.samples.length === 0) this.sidecars.delete(sidecar);
+    else s.goneAt = this.clock.now();
   }
 
   /** Keeps one report; false when it was malformed as a whole. */
