@@ -11,7 +11,7 @@ import { snapshotEndpoints, startTraffic, waitAllInSync, type TrafficSample } fr
 import { startDynamicSidecar, stopAllDynamicSidecars, type DynamicSidecar } from './harness/dynamic-sidecar.js';
 import { etcdAvailable, REQUIRE_ETCD, startEtcd, type EtcdCluster } from './harness/etcd.js';
 import { parseMetrics, sumWhere } from './harness/prom.js';
-import { prometheusBinary, startPrometheus } from './harness/prometheus.js';
+import { prometheusBinary, REQUIRE_PROMETHEUS, startPrometheus } from './harness/prometheus.js';
 import { checkMetrics, promtoolBinary, REQUIRE_PROMTOOL } from './harness/promtool.js';
 import { route, toYaml, type Doc } from './harness/resources.js';
 import { closeAllUpstreams, startUpstream, type Upstream } from './harness/upstream.js';
@@ -175,9 +175,9 @@ describe('golden metrics: mesh stat, control-plane /metrics, Prometheus file_sd'
     ]);
   });
 
-  // Not required under CI: .ci/run installs prometheus only if its owner adds it there.
-  it.skipIf(!prometheus)(`a real Prometheus given the file_sd scrapes every target up${prometheus ? '' : ' (skipped: no prometheus binary on PATH)'}`, async () => {
-    const prom = await startPrometheus(prometheus!, path.join(cp.dir, 'prometheus', 'targets.json'));
+  it.skipIf(!prometheus && !REQUIRE_PROMETHEUS)(`a real Prometheus given the file_sd scrapes every target up${prometheus ? '' : ' (skipped: no prometheus binary on PATH; CI=true makes this a failure)'}`, async () => {
+    if (!prometheus) throw new Error('prometheus not found, and CI=true requires it (Debian package prometheus, installed by .ci/run)');
+    const prom = await startPrometheus(prometheus, path.join(cp.dir, 'prometheus', 'targets.json'));
     try {
       let last = '';
       await waitFor(async () => {
