@@ -109,7 +109,8 @@ describe('golden metrics: mesh stat, control-plane /metrics, Prometheus file_sd'
     expect(api, JSON.stringify(json)).toBeDefined();
     expect(api!.source).toBe('inbound');
     expect(Math.abs(api!.successRate! - trueSuccess), `success ${api!.successRate} vs ${trueSuccess}`).toBeLessThanOrEqual(0.01);
-    expect(Math.abs(api!.requestsPerSecond - RATE) / RATE, `rate ${api!.requestsPerSecond} rps`).toBeLessThan(0.1);
+    // The truth is what the client sent in the window (a loaded machine may pace a little under RATE), within 10 %.
+    expect(Math.abs(trueRate - RATE) / RATE, `the client paced ${trueRate} rps`).toBeLessThan(0.2);
     expect(Math.abs(api!.requestsPerSecond - trueRate) / trueRate, `rate ${api!.requestsPerSecond} vs client-measured ${trueRate}`).toBeLessThan(0.1);
     expect(api!.requests).toBeGreaterThan(RATE * WINDOW_S * 0.7);
     const { p50, p95, p99 } = api!.latencyMs;
@@ -121,7 +122,7 @@ describe('golden metrics: mesh stat, control-plane /metrics, Prometheus file_sd'
     expect(api!.routes.map((x) => x.route)).toEqual(['api-route']);
     const viaRoute = api!.routes[0];
     expect(Math.abs(viaRoute.successRate! - trueSuccess)).toBeLessThanOrEqual(0.01);
-    expect(Math.abs(viaRoute.requestsPerSecond - RATE) / RATE).toBeLessThan(0.1);
+    expect(Math.abs(viaRoute.requestsPerSecond - trueRate) / trueRate).toBeLessThan(0.1);
     // The client sidecar only called: no service row of its own.
     expect(json.services.map((s) => s.service)).toEqual(['api']);
 
@@ -225,28 +226,30 @@ describe.skipIf(!withEtcd && !REQUIRE_ETCD)(`golden metrics across two replicas$
     await waitFor(async () => (await snapshotEndpoints(client, 'api')).length === 1, { timeoutMs: 10_000, what: 'the api endpoint in the client snapshot' });
 
     const traffic = startTraffic(client.outbound, { rate: RATE, host: 'api', path: '/work' });
-    const answers: StatJson[] = [];
+    const answers: { json: StatJson; at: number }[] = [];
+    let samples: TrafficSample[];
     try {
       await waitFor(() => traffic.samples.some((s) => s.startedAt > 7_000), { timeoutMs: 20_000, what: '7 s of traffic' });
       for (const cp of [a, b]) {
         const r = await runCli(['stat', '-o', 'json', '--window', '5s', '--control-plane', cp.grpc, '--dir', dir]);
         expect(r.code, r.stderr).toBe(0);
         expect(r.stderr).toBe('');
-        answers.push(JSON.parse(r.stdout) as StatJson);
+        answers.push({ json: JSON.parse(r.stdout) as StatJson, at: performance.now() - traffic.t0 });
       }
     } finally {
-      await traffic.stop();
+      samples = await traffic.stop();
     }
-    for (const [i, j] of answers.entries()) {
+    for (const [i, { json: j, at }] of answers.entries()) {
       const what = `asked ${['cp-a', 'cp-b'][i]}: ${JSON.stringify(j)}`;
+      const trueRate = samples.filter((s) => s.startedAt >= at - 5_000 && s.startedAt < at).length / 5;
       expect(j.sidecars, what).toBe(2);
       const api = j.services.find((s) => s.service === 'api');
       // Inbound figures come from the sidecar on cp-a, route figures from the one on cp-b: each answer needs both replicas.
       expect(api?.source, what).toBe('inbound');
       expect(Math.abs(api!.successRate! - 0.8), what).toBeLessThanOrEqual(0.02);
-      expect(Math.abs(api!.requestsPerSecond - RATE) / RATE, what).toBeLessThan(0.15);
+      expect(Math.abs(api!.requestsPerSecond - trueRate) / trueRate, what).toBeLessThan(0.15);
       expect(api!.routes.map((x) => x.route), what).toEqual(['api-route']);
-      expect(Math.abs(api!.routes[0].requestsPerSecond - RATE) / RATE, what).toBeLessThan(0.15);
+      expect(Math.abs(api!.routes[0].requestsPerSecond - trueRate) / trueRate, what).toBeLessThan(0.15);
     }
 
     let groups: TargetGroup[] = [];
