@@ -11,8 +11,9 @@ export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--nam
              [--inbound 0.0.0.0:15006] [--outbound 127.0.0.1:15001] [--admin 127.0.0.1:15000]
              [--control-plane HOST:PORT[,…]] [--token-file F] [--dir .mesh]   dynamic mode: config and certificate from the control plane
              [--resources FILE.yaml]                                         standalone mode: static resources, certificate from the CA in --dir
-             [--drain-timeout 30s] [--stats-interval 10s] [--log-level info]
-  --stats-interval  how often (dynamic mode) cumulative request stats go to the control plane for "mesh stat"`;
+             [--drain-timeout 30s] [--stats-interval 10s] [--tracing on|off] [--log-level info]
+  --stats-interval  how often (dynamic mode) cumulative request stats go to the control plane for "mesh stat"
+  --tracing off     no tracing stage at all: trace headers pass through unchanged, no spans (for measuring its cost)`;
 
 /** The join token: --token-file, else MESH_TOKEN, else the admin token in --dir (one machine: it may obtain any identity). */
 async function readToken(file: string | undefined, dir: string): Promise<string> {
@@ -32,7 +33,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       inbound: { type: 'string', default: '0.0.0.0:15006' }, outbound: { type: 'string', default: '127.0.0.1:15001' },
       admin: { type: 'string', default: '127.0.0.1:15000' }, resources: { type: 'string' },
       'control-plane': { type: 'string' }, 'token-file': { type: 'string' }, dir: { type: 'string', default: '.mesh' },
-      'drain-timeout': { type: 'string', default: '30s' }, 'stats-interval': { type: 'string', default: '10s' }, 'log-level': { type: 'string', default: 'info' },
+      'drain-timeout': { type: 'string', default: '30s' }, 'stats-interval': { type: 'string', default: '10s' }, tracing: { type: 'string', default: 'on' }, 'log-level': { type: 'string', default: 'info' },
     },
     strict: true,
   });
@@ -52,6 +53,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
   if (!isLoopback(admin.host)) throw new UsageError(`--admin must be a loopback address, got "${admin.host}"`);
   const statsInterval = parseDurationFlag('stats-interval', values['stats-interval']);
   if (statsInterval < 100) throw new UsageError(`--stats-interval: must be at least 100ms, got "${values['stats-interval']}"`);
+  if (values.tracing !== 'on' && values.tracing !== 'off') throw new UsageError(`--tracing: expected on or off, got "${values.tracing}"`);
   const instance = values.instance ?? `${hostname()}-${process.pid}`;
   const log = createLogger(level, { program: 'sidecar', service: values.service, instance });
 
@@ -68,6 +70,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       dir: values.dir,
       drainTimeoutMs: parseDurationFlag('drain-timeout', values['drain-timeout']),
       statsIntervalMs: statsInterval,
+      tracing: values.tracing === 'on',
       log,
     });
   } catch (err) {

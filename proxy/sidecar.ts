@@ -6,6 +6,7 @@ import type { Logger } from '../api/log.js';
 import type { Snapshot } from '../api/snapshot.js';
 import { MeshError } from '../api/errors.js';
 import { spiffeUri } from '../certs/spiffe.js';
+import { AccessLog } from './access-log.js';
 import { createAdminServer } from './admin.js';
 import { Cluster, ClusterSet, CONNECT_TIMEOUT_MS } from './cluster.js';
 import { configSource, loadSnapshot } from './config-source.js';
@@ -19,6 +20,8 @@ import { startStatsReporter } from './stats-report.js';
 import { compileRuntime, dumpRuntime, type Identity, type Runtime } from './runtime.js';
 import { Telemetry } from './telemetry.js';
 import { createInboundServer, meshConnector } from './tls.js';
+import { SpanRing } from './trace-ring.js';
+import { Tracing } from './tracing.js';
 import { Watch } from './watch.js';
 
 export interface HostPort {
@@ -41,6 +44,8 @@ export interface SidecarOptions {
   readonly drainTimeoutMs: number;
   /** Dynamic mode: how often cumulative request stats go to the control plane (mesh stat); default 10 s. */
   readonly statsIntervalMs?: number;
+  /** false: no trace layer at all (`--tracing off`); trace headers then pass through untouched, like any other header. */
+  readonly tracing?: boolean;
   readonly log: Logger;
   readonly clock?: Clock;
   readonly random?: Random;
@@ -75,6 +80,9 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const { log, identity: me } = o;
   const wallNow = o.wallNow ?? Date.now;
   const telemetry = new Telemetry();
+  const spans = new SpanRing();
+  const tracing = o.tracing === false ? undefined : new Tracing({ service: me.service, namespace: me.namespace, instance: me.instance }, spans, log);
+  const accessLog = new AccessLog(clock, wallNow);
   const runtime = new Watch<Runtime | undefined>(undefined);
   const source = await configSource(o, me, { clock, random, log });
   const { trustDomain } = source;
@@ -100,6 +108,8 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     if (appCluster) appCluster.update(rt.appConfig);
     else appCluster = new Cluster(rt.appConfig, { clock, random, telemetry, log });
     runtime.set(rt);
+    tracing?.configure(snapshot.meshConfig);
+    accessLog.enabled = snapshot.meshConfig.accessLog;
     configuredResolve();
     telemetry.configUpdates.labels('ack').inc();
     log.info('config_applied', { version: snapshot.version, services: snapshot.services.length, routes: snapshot.routes.length });
@@ -123,16 +133,19 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     respondError(ex, new MeshError('no-healthy-upstream', 'sidecar has no config from the control plane yet'));
     return Promise.resolve();
   };
-  const deps = { clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s) };
+  const deps = {
+    clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s),
+    tracer: tracing && (() => tracing.tracer), accessLog,
+  };
   const outIn = new InFlight();
   const inIn = new InFlight();
   const outbound = createListener({
     direction: 'outbound', clock, log, handler: gate(outboundPipeline(deps, me.service)),
-    refused: telemetry.routeStats('outbound', me.service, 'unknown', 'none'),
+    refused: telemetry.routeStats('outbound', me.service, 'unknown', 'none'), accessLog,
   }, outIn);
   const inboundHttp = createListener({
     direction: 'inbound', clock, log,
-    refused: telemetry.routeStats('inbound', 'unknown', me.service, 'inbound'),
+    refused: telemetry.routeStats('inbound', 'unknown', me.service, 'inbound'), accessLog,
     handler: gate(inboundPipeline({
       ...deps,
       service: me.service,
@@ -185,6 +198,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
         ? { spiffeId: c.uri, serial: c.serial, notBefore: new Date(c.notBefore).toISOString(), notAfter: new Date(c.notAfter).toISOString(), rotations: certs.rotations }
         : { spiffeId: selfUri, loaded: false };
     },
+    traces: (traceId) => ({ tracing: tracing ? 'on' : 'off', recorded: spans.recorded, capacity: spans.capacity, spans: spans.recent(traceId) }),
     drain,
   });
 
@@ -223,6 +237,8 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       source.stop();
       await clusters.close();
       await appCluster?.close();
+      accessLog.flush();
+      await tracing?.close();
     },
   };
 }
