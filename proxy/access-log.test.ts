@@ -10,7 +10,7 @@ function exchange(o: Partial<Record<string, unknown>> = {}): Exchange {
     direction: 'outbound', start: 1_000, method: 'POST', authority: 'billing', path: '/invoices', query: '?token=secret', headers: {},
     requestId: 'rid-1', rule: { routeName: 'billing' }, backend: { service: 'billing' }, body: { kind: 'buffered', data: Buffer.from('hello') },
     sourceService: 'gateway', upstream: '127.0.0.1:9001', attempts: 2, bytesSent: 42, clientGone: false, upstreamHost: 'billing',
-    span: { spanContext: () => ({ traceId: 'abc' }) },
+    traceId: 'abc',
     ...o,
   } as unknown as Exchange;
 }
@@ -28,7 +28,7 @@ describe('accessRecord', () => {
 
   it('a refused request: no route, no upstream, no trace; a streamed chunked body has unknown size', () => {
     const r = accessRecord(exchange({
-      rule: undefined, backend: undefined, upstream: '', attempts: 0, span: undefined,
+      rule: undefined, backend: undefined, upstream: '', attempts: 0, traceId: '',
       req: { headers: { 'transfer-encoding': 'chunked' } }, body: { kind: 'stream', data: [] },
     }), 1, 0);
     expect(r).toMatchObject({ route: 'none', destination: 'billing', upstream: '', attempts: 0, trace_id: '', bytes_received: null });

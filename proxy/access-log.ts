@@ -39,7 +39,7 @@ export function accessRecord(ex: Exchange, durationMs: number, wallNow: number):
   return {
     time: new Date(wallNow).toISOString(),
     direction: ex.direction,
-    trace_id: ex.span?.spanContext().traceId ?? '',
+    trace_id: ex.traceId,
     request_id: ex.requestId,
     method: ex.method,
     authority: ex.authority,

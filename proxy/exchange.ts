@@ -56,8 +56,10 @@ export interface Exchange {
   committed: boolean;
   /** Aborted by the client before the response finished. */
   clientGone: boolean;
-  /** This hop's span (tracing.ts); non-recording when the request is not sampled, absent with tracing off. */
+  /** This hop's span (tracing.ts): only for sampled requests. */
   span: Span | undefined;
+  /** The trace this request belongs to (sampled or not); '' with tracing off. */
+  traceId: string;
   /** Tries sent upstream (0 when refused before any); the access log and span report it. */
   attempts: number;
   /** host:port of the endpoint that served the last try, or ''. */

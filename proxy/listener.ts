@@ -139,6 +139,7 @@ function buildExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResp
     committed: false,
     clientGone: false,
     span: undefined,
+    traceId: '',
     attempts: 0,
     upstream: '',
     bytesSent: 0,
@@ -152,7 +153,7 @@ function stubExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerRespo
     req, res, direction: deps.direction, start: deps.clock.now(), method: req.method ?? 'GET', authority: '', path: '/', query: '',
     headers: {}, requestId: newRequestId(), rule: undefined, backend: undefined, body: NO_BODY, stats: undefined,
     upstreamHost: '', sourceService: 'unknown', peer: undefined, committed: false, clientGone: false,
-    span: undefined, attempts: 0, upstream: '', bytesSent: 0, meshError: '',
+    span: undefined, traceId: '', attempts: 0, upstream: '', bytesSent: 0, meshError: '',
   };
 }
 

@@ -1,5 +1,4 @@
 // The only place the order of request stages is written: outbound and inbound chains, in packet order.
-import type { Tracer } from '@opentelemetry/api';
 import type { Clock, Random } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
 import { DEFAULTS } from '../api/resources.js';
@@ -17,7 +16,7 @@ import type { CompiledRule, RouteTable } from './compiled.js';
 import { routeLayer } from './route.js';
 import { retryLayer } from './retry.js';
 import type { RouteStats, Telemetry } from './telemetry.js';
-import { traceLayer } from './tracing.js';
+import { traceLayer, type ActiveTracer } from './tracing.js';
 
 export interface PipelineDeps {
   readonly clock: Clock;
@@ -27,7 +26,7 @@ export interface PipelineDeps {
   readonly routes: () => RouteTable;
   readonly cluster: (service: string) => Cluster | undefined;
   /** The current snapshot's tracer; absent when the sidecar runs with tracing off (no layer at all). */
-  readonly tracer: (() => Tracer | undefined) | undefined;
+  readonly tracer: (() => ActiveTracer | undefined) | undefined;
   readonly accessLog: AccessLog;
 }
 

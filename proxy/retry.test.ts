@@ -42,7 +42,7 @@ function setup(retries: Partial<RetrySpec>, opts: { method?: string; timeoutMs?:
     req: { headers: {} }, res, direction: 'outbound', start: clock.now(), method: opts.method ?? 'GET', authority: 'billing',
     path: '/', query: '', headers: {}, requestId: 'r', rule, backend: rule.backends[0], body: NO_BODY, stats: undefined,
     upstreamHost: 'billing', sourceService: 'gateway', peer: undefined, committed: false, clientGone: false,
-    span: undefined, attempts: 0, upstream: '', bytesSent: 0, meshError: '',
+    span: undefined, traceId: '', attempts: 0, upstream: '', bytesSent: 0, meshError: '',
   } as unknown as Exchange;
   return { clock, telemetry, cluster, ex, res };
 }

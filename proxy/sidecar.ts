@@ -81,7 +81,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const wallNow = o.wallNow ?? Date.now;
   const telemetry = new Telemetry();
   const spans = new SpanRing();
-  const tracing = o.tracing === false ? undefined : new Tracing({ service: me.service, namespace: me.namespace, instance: me.instance }, spans, log);
+  const tracing = o.tracing === false ? undefined : new Tracing({ service: me.service, namespace: me.namespace, instance: me.instance }, spans, log, random);
   const accessLog = new AccessLog(clock, wallNow);
   const runtime = new Watch<Runtime | undefined>(undefined);
   const source = await configSource(o, me, { clock, random, log });
@@ -135,7 +135,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   };
   const deps = {
     clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s),
-    tracer: tracing && (() => tracing.tracer), accessLog,
+    tracer: tracing && (() => tracing.active), accessLog,
   };
   const outIn = new InFlight();
   const inIn = new InFlight();

@@ -1,13 +1,18 @@
 // Distributed tracing: trace context in and out (W3C traceparent/tracestate, B3 single and multi), one span per sidecar hop, sampling and export.
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type TextMapGetter, type TextMapPropagator, type TextMapSetter, type Tracer } from '@opentelemetry/api';
-import { setGlobalErrorHandler, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { randomFillSync } from 'node:crypto';
+import {
+  ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Span, type SpanContext, type TextMapGetter, type TextMapPropagator,
+  type TextMapSetter, type Tracer,
+} from '@opentelemetry/api';
+import { parseTraceParent, setGlobalErrorHandler, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { B3InjectEncoding, B3Propagator } from '@opentelemetry/propagator-b3';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
-  BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, type SpanProcessor,
+  AlwaysOnSampler, BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, type SpanProcessor,
 } from '@opentelemetry/sdk-trace-node';
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Random } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
 import type { MeshConfigSpec } from '../api/resources.js';
 import type { Exchange } from './exchange.js';
@@ -44,7 +49,7 @@ export function detectFormat(h: IncomingHttpHeaders): TraceFormat | undefined {
   return undefined;
 }
 
-/** A tracer with the mesh's sampling (parent-based: a caller's sampled flag is honoured) and exporters. */
+/** What MeshConfig says about tracing. */
 export interface TracerConfig {
   readonly sampling: number;
   readonly otlpEndpoint: string;
@@ -55,6 +60,13 @@ export function otlpTracesUrl(endpoint: string): string {
   const u = new URL(endpoint);
   if (u.pathname === '' || u.pathname === '/') u.pathname = '/v1/traces';
   return u.toString();
+}
+
+/** The tracer of the current snapshot and the ratio new traces are sampled at. */
+export interface ActiveTracer {
+  readonly tracer: Tracer;
+  readonly sampling: number;
+  readonly random: Random;
 }
 
 export interface TracingIdentity {
@@ -70,10 +82,15 @@ export interface TracingIdentity {
 export class Tracing {
   private provider: BasicTracerProvider | undefined;
   private config: TracerConfig | undefined;
-  private current: Tracer | undefined;
+  private current: ActiveTracer | undefined;
   private lastExportError = 0;
 
-  constructor(private readonly me: TracingIdentity, private readonly ring: SpanRing, private readonly log: Logger) {
+  constructor(
+    private readonly me: TracingIdentity,
+    private readonly ring: SpanRing,
+    private readonly log: Logger,
+    private readonly random: Random = Math.random,
+  ) {
     // The exporter reports failures through OpenTelemetry's global handler: log them, at most once a minute.
     setGlobalErrorHandler((err) => {
       const now = Date.now();
@@ -84,7 +101,7 @@ export class Tracing {
   }
 
   /** The tracer for the current snapshot (undefined before the first). */
-  get tracer(): Tracer | undefined {
+  get active(): ActiveTracer | undefined {
     return this.current;
   }
 
@@ -103,13 +120,14 @@ export class Tracing {
         'service.name': this.me.service, 'service.namespace': this.me.namespace, 'service.instance.id': this.me.instance,
         'mesh.component': 'sidecar',
       }),
-      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(next.sampling) }),
+      // startHop has already decided (parent's flag, else the ratio): the SDK only ever sees spans to record.
+      sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
       spanProcessors: processors,
     });
     const old = this.provider;
     this.provider = provider;
     this.config = next;
-    this.current = provider.getTracer('trellis-sidecar');
+    this.current = { tracer: provider.getTracer('trellis-sidecar'), sampling: next.sampling, random: this.random };
     if (old) void old.shutdown().catch(() => undefined);
     this.log.info('tracing_configured', { sampling: next.sampling, otlp: next.otlpEndpoint || 'off' });
   }
@@ -122,25 +140,76 @@ export class Tracing {
   }
 }
 
+/** Span and trace ids from a pooled block of CSPRNG bytes: one fill per 256 ids, none per request. */
+const idPool = Buffer.alloc(4096);
+let idPos = idPool.length;
+function randomHex(bytes: number): string {
+  for (;;) {
+    if (idPos + bytes > idPool.length) {
+      randomFillSync(idPool);
+      idPos = 0;
+    }
+    const hex = idPool.toString('hex', idPos, (idPos += bytes));
+    // All-zero ids are invalid in both W3C and B3.
+    if (hex !== '0'.repeat(bytes * 2)) return hex;
+  }
+}
+
+/** The caller's span context in `format`; undefined when absent or malformed (then this hop starts a new trace). */
+function callerContext(format: TraceFormat, h: IncomingHttpHeaders): SpanContext | undefined {
+  if (format === 'w3c') {
+    const tp = h.traceparent;
+    return parseTraceParent(Array.isArray(tp) ? tp[0] : tp ?? '') ?? undefined;
+  }
+  return trace.getSpanContext(PROPAGATORS[format].extract(ROOT_CONTEXT, h, getter));
+}
+
 /**
- * Starts this hop's span as a child of the caller's context and rewrites the outgoing trace headers in the caller's
- * format, so every hop gets a new parent span id while the trace id is kept. Unsampled requests get a non-recording span:
- * its ids are still propagated, and nothing else is done for it.
+ * Continues the caller's trace on this hop and rewrites the outgoing trace headers in the caller's format, so every hop
+ * gets a new parent span id while the trace id is kept. Sampling is parent-based: the caller's flag decides; a new trace
+ * is sampled at the MeshConfig ratio. A sampled hop gets an OpenTelemetry span (ex.span). An unsampled hop — nearly all
+ * of them — only gets a fresh span id written into the headers: no span, context or sampler objects, because this runs
+ * on every request and must cost nothing measurable.
  */
-export function startHop(tracer: Tracer, ex: Exchange, kind: SpanKind): Span {
+export function startHop(active: ActiveTracer, ex: Exchange, kind: SpanKind): void {
   const h = ex.req.headers;
   const format = detectFormat(h);
-  const parent = format === undefined ? ROOT_CONTEXT : PROPAGATORS[format].extract(ROOT_CONTEXT, h, getter);
-  const span = tracer.startSpan(ex.method, { kind }, parent);
+  const parent = format === undefined ? undefined : callerContext(format, h);
+  const sampled = parent ? (parent.traceFlags & TraceFlags.SAMPLED) !== 0 : active.random() < active.sampling;
   const out = ex.headers;
-  if (format !== undefined) for (const name of TRACE_HEADERS) delete out[name];
-  PROPAGATORS[format ?? 'w3c'].inject(trace.setSpan(ROOT_CONTEXT, span), out, setter);
-  return span;
+  const keepTraceState = format === 'w3c' && parent !== undefined;
+  if (format !== undefined) for (const name of TRACE_HEADERS) if (!(keepTraceState && name === 'tracestate')) delete out[name];
+  if (sampled) {
+    // The library makes the span and writes the headers (tracestate and B3's debug flag included).
+    const ctx = parent === undefined ? ROOT_CONTEXT : PROPAGATORS[format!].extract(ROOT_CONTEXT, h, getter);
+    const span = active.tracer.startSpan(ex.method, { kind }, ctx);
+    PROPAGATORS[format ?? 'w3c'].inject(trace.setSpan(ROOT_CONTEXT, span), out, setter);
+    ex.span = span;
+    ex.traceId = span.spanContext().traceId;
+    return;
+  }
+  const traceId = parent?.traceId ?? randomHex(16);
+  const spanId = randomHex(8);
+  ex.traceId = traceId;
+  switch (format ?? 'w3c') {
+    case 'w3c': {
+      const flags = (parent?.traceFlags ?? 0) & 0xff;
+      out.traceparent = `00-${traceId}-${spanId}-${flags < 16 ? '0' : ''}${flags.toString(16)}`;
+      return;
+    }
+    case 'b3-single':
+      out.b3 = `${traceId}-${spanId}-0`;
+      return;
+    case 'b3-multi':
+      out['x-b3-traceid'] = traceId;
+      out['x-b3-spanid'] = spanId;
+      out['x-b3-sampled'] = '0';
+      return;
+  }
 }
 
 /** Attributes per OpenTelemetry's HTTP semantic conventions, plus the mesh's own; set only on recording spans. */
 export function endHop(span: Span, ex: Exchange, kind: SpanKind): void {
-  if (!span.isRecording()) return span.end();
   const status = ex.res.statusCode;
   const meshError = ex.meshError;
   const route = ex.rule?.routeName;
@@ -179,19 +248,17 @@ export function endHop(span: Span, ex: Exchange, kind: SpanKind): void {
 /**
  * The tracing stage: outermost after the listener, so refusals by later stages (authz, rate limit, no route) still end a
  * span with their status. Outbound hops are client spans (this sidecar calls the destination on the app's behalf),
- * inbound hops server spans.
+ * inbound hops server spans. An unsampled request passes straight through: no extra promise either.
  */
-export function traceLayer(tracer: () => Tracer | undefined, direction: 'inbound' | 'outbound'): Layer {
+export function traceLayer(active: () => ActiveTracer | undefined, direction: 'inbound' | 'outbound'): Layer {
   const kind = direction === 'inbound' ? SpanKind.SERVER : SpanKind.CLIENT;
-  return (next: Handler): Handler => async (ex: Exchange) => {
-    const t = tracer();
+  return (next: Handler): Handler => (ex: Exchange) => {
+    const t = active();
     if (!t) return next(ex);
-    const span = startHop(t, ex, kind);
-    ex.span = span;
-    try {
-      await next(ex);
-    } finally {
-      endHop(span, ex, kind);
-    }
+    startHop(t, ex, kind);
+    const span = ex.span;
+    if (!span) return next(ex);
+    // Handlers never reject (pipeline-types.ts), so this always ends the span.
+    return next(ex).then(() => endHop(span, ex, kind));
   };
 }
