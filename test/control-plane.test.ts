@@ -1,6 +1,5 @@
 // End-to-end: a real control plane on a real etcd pushing to dynamic sidecars (DESIGN.md §4, §6): a weight shift reaches traffic
 // within 2 s, invalid applies change nothing, a NACKed snapshot leaves sidecars serving the old config, join tokens are scoped.
-import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -15,8 +14,8 @@ import {
 } from './harness/dynamic-mesh.js';
 import { runDynamicSidecarToExit, startDynamicSidecar, stopAllDynamicSidecars, type DynamicSidecar } from './harness/dynamic-sidecar.js';
 import { REQUIRE_ETCD, etcdAvailable, startEtcd, type EtcdCluster } from './harness/etcd.js';
+import { runCli } from './harness/cli.js';
 import { meshConfig, toYaml } from './harness/resources.js';
-import { MAIN } from './harness/sidecar.js';
 import { closeAllUpstreams, startUpstream, type Upstream } from './harness/upstream.js';
 import { waitFor } from './harness/wait.js';
 
@@ -257,22 +256,3 @@ describe.skipIf(skip)(`control plane with dynamic sidecars${skip ? ' (skipped: n
     }
   }, 40_000);
 });
-
-function runCli(args: string[], timeoutMs = 15_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'MESH_TOKEN' && k !== 'MESH_CONTROL_PLANE'));
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`mesh ${args.join(' ')} did not exit within ${timeoutMs} ms; stderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
