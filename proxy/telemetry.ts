@@ -37,6 +37,15 @@ export class Telemetry {
   readonly tlsHandshakeErrors: Counter<'direction' | 'reason'>;
   readonly configUpdates: Counter<'result'>;
   readonly certificateExpiry: Gauge;
+  /** WebSocket handshakes by outcome (tunnelled, refused by the upstream, failed) and the tunnels open now (upgrade.ts). */
+  readonly upgrades: Counter<'direction' | 'destination_service' | 'result'>;
+  readonly upgradesActive: Gauge<'direction' | 'destination_service'>;
+  /** `protocol: tcp` connections by outcome, open now, and their bytes (tcp-outbound.ts, tcp-inbound.ts). */
+  readonly tcpConnections: Counter<'direction' | 'destination_service' | 'result'>;
+  readonly tcpConnectionsActive: Gauge<'direction' | 'destination_service'>;
+  /** flow="sent": toward the destination service; flow="received": from it. WebSocket tunnels count in mesh_upgrade_bytes_total. */
+  readonly tcpBytes: Counter<'direction' | 'destination_service' | 'flow'>;
+  readonly upgradeBytes: Counter<'direction' | 'destination_service' | 'flow'>;
   private readonly routeStatsCache = new Map<string, RouteStats>();
   private readonly retryChildren = new Map<string, CounterT.Internal>();
 
@@ -66,6 +75,13 @@ export class Telemetry {
     this.tlsHandshakeErrors = new Counter({ name: 'mesh_tls_handshake_errors_total', help: 'Failed TLS handshakes.', registers, labelNames: ['direction', 'reason'] });
     this.configUpdates = new Counter({ name: 'mesh_config_updates_total', help: 'Config snapshots applied (ack) or refused (nack).', registers, labelNames: ['result'] });
     this.certificateExpiry = new Gauge({ name: 'mesh_certificate_expiry_timestamp_seconds', help: 'Expiry of the workload certificate, unix seconds.', registers });
+    const tunnel = ['direction', 'destination_service'] as const;
+    this.upgrades = new Counter({ name: 'mesh_upgrades_total', help: 'WebSocket upgrade requests by result (tunnelled, refused, failed).', registers, labelNames: [...tunnel, 'result'] });
+    this.upgradesActive = new Gauge({ name: 'mesh_upgrades_active', help: 'WebSocket tunnels open now.', registers, labelNames: [...tunnel] });
+    this.upgradeBytes = new Counter({ name: 'mesh_upgrade_bytes_total', help: 'Bytes through WebSocket tunnels (sent: toward the destination).', registers, labelNames: [...tunnel, 'flow'] });
+    this.tcpConnections = new Counter({ name: 'mesh_tcp_connections_total', help: 'TCP connections by result (ok, denied, connect-failed, no-healthy-upstream).', registers, labelNames: [...tunnel, 'result'] });
+    this.tcpConnectionsActive = new Gauge({ name: 'mesh_tcp_connections_active', help: 'TCP connections open now.', registers, labelNames: [...tunnel] });
+    this.tcpBytes = new Counter({ name: 'mesh_tcp_bytes_total', help: 'Bytes through TCP connections (sent: toward the destination).', registers, labelNames: [...tunnel, 'flow'] });
     // Both outcomes exported from the start, so rate() and alerts on nack see a 0 rather than no series.
     this.configUpdates.labels('ack').inc(0);
     this.configUpdates.labels('nack').inc(0);
