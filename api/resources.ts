@@ -54,7 +54,11 @@ export interface Backend {
   readonly weight: number;
 }
 
-export type RetryCondition = 'connect-failure' | 'refused-stream' | 'reset' | 'gateway-error' | '5xx' | 'retriable-4xx' | `${number}`;
+export type RetryCondition =
+  | 'connect-failure' | 'refused-stream' | 'reset' | 'gateway-error' | '5xx' | 'retriable-4xx'
+  /** gRPC statuses in a Trailers-Only response (before any response message): UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED. */
+  | 'unavailable' | 'cancelled' | 'deadline-exceeded' | 'resource-exhausted'
+  | `${number}`;
 
 export interface RetrySpec {
   /** Total tries including the first. */

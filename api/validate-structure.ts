@@ -124,7 +124,10 @@ const backends: Validator<Backend[]> = map(
   },
 );
 
-const RETRY_ON = ['connect-failure', 'refused-stream', 'reset', 'gateway-error', '5xx', 'retriable-4xx'] as const;
+const RETRY_ON = [
+  'connect-failure', 'refused-stream', 'reset', 'gateway-error', '5xx', 'retriable-4xx',
+  'unavailable', 'cancelled', 'deadline-exceeded', 'resource-exhausted',
+] as const;
 
 const retryCondition: Validator<RetryCondition> = (value, path, ctx) => {
   if (typeof value === 'string' && (RETRY_ON as readonly string[]).includes(value)) return value as RetryCondition;

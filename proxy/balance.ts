@@ -1,6 +1,8 @@
 // One try: pick an endpoint with the cluster's balancer, pass the circuit limits, forward through its pool, report health.
 import { MeshError } from '../api/errors.js';
 import type { Clock } from '../api/clock.js';
+import { formatGrpcTimeout } from './grpc.js';
+import { forwardH2 } from './h2-forward.js';
 import { headerValue } from './headers.js';
 import { forward, type AttemptResult, type RequestBody } from './pool.js';
 import type { TryHandler } from './retry.js';
@@ -28,18 +30,26 @@ export function balanceTry(clock: Clock): TryHandler {
     ep.inflight++;
     const t0 = clock.now();
     let result: AttemptResult;
+    const common = {
+      ex,
+      endpoint: ep,
+      path: ex.path + ex.query,
+      headers: ex.headers,
+      body: (body.kind === 'none' ? null : body.data) as RequestBody,
+      perTryTimeoutMs: t.perTryTimeoutMs,
+      clock,
+      accept: t.accept,
+    };
     try {
-      result = await forward({
-        ex,
-        endpoint: ep,
-        pool: cluster.poolFor(ep),
-        path: ex.path + ex.query,
-        headers: ex.headers,
-        body: (body.kind === 'none' ? null : body.data) as RequestBody,
-        perTryTimeoutMs: t.perTryTimeoutMs,
-        clock,
-        accept: t.accept,
-      }, t.onStart);
+      // gRPC services, and HTTP/2 callers of mesh peers, go over HTTP/2; everything else over undici's HTTP/1.1.
+      result = cluster.speaksH2(ex)
+        ? await forwardH2({
+          ...common,
+          pool: cluster.h2PoolFor(ep),
+          // The caller's deadline travels on, shrunk to what is left for this try.
+          grpcTimeout: ex.deadline === undefined ? undefined : formatGrpcTimeout(t.perTryTimeoutMs),
+        }, t.onStart)
+        : await forward({ ...common, pool: cluster.poolFor(ep) }, t.onStart);
     } finally {
       ep.inflight--;
       if (admission === 'queued') cluster.queued--;

@@ -1,28 +1,38 @@
 // Request bodies: stream by default; buffer up to the replay limit only when a retry or mirror could need the bytes again.
-import type { IncomingMessage } from 'node:http';
+import { Http2ServerRequest } from 'node:http2';
 import { MeshError } from '../api/errors.js';
-import type { Exchange, PreparedBody } from './exchange.js';
+import type { DownstreamRequest, Exchange, PreparedBody } from './exchange.js';
 import type { Handler, Layer } from './pipeline-types.js';
+import { recordBody } from './replay.js';
 import { mayRetryRequest } from './retry-policy.js';
 
 export type { PreparedBody };
 
 export const NO_BODY: PreparedBody = Object.freeze({ kind: 'none' });
 
-export function hasBody(req: IncomingMessage): boolean {
+export function hasBody(req: DownstreamRequest): boolean {
+  // HTTP/2 frames bodies itself: a request without one ends its stream with the HEADERS frame.
+  if (req instanceof Http2ServerRequest) return !req.stream.endAfterHeaders;
   const cl = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
 }
 
+/** Whether the body can be sent again now; a recorded stream (replay.ts) becomes replayable once it has ended in full. */
 export function isReplayable(b: PreparedBody): boolean {
-  return b.kind !== 'stream';
+  return b.kind !== 'stream' || b.replay?.() !== undefined;
+}
+
+/** The body for another try: a recorded stream that ended within the limit is sent from the recording. */
+export function forReplay(b: PreparedBody): PreparedBody {
+  const data = b.kind === 'stream' ? b.replay?.() : undefined;
+  return data === undefined ? b : { kind: 'buffered', data };
 }
 
 /**
  * Reads up to `limit` bytes; past that, hands back the read prefix plus the rest as one stream, so a large upload is
  * still forwarded (just not retried) and memory stays bounded.
  */
-export async function bufferUpTo(req: IncomingMessage, limit: number): Promise<PreparedBody> {
+export async function bufferUpTo(req: DownstreamRequest, limit: number): Promise<PreparedBody> {
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (declared > limit) return { kind: 'stream', data: req };
   const chunks: Buffer[] = [];
@@ -63,6 +73,11 @@ export function bodyLayer(replayLimit: number): Layer {
     if (!hasBody(ex.req)) return next(ex);
     if (ex.req.headers.expect !== undefined) ex.res.writeContinue();
     const rule = ex.rule;
+    // gRPC streams both ways: forwarded at once, recorded so that a unary-sized call can still be retried.
+    if (ex.grpc && rule !== undefined && rule.retry.attempts > 1) {
+      ex.body = recordBody(ex.req, replayLimit);
+      return next(ex);
+    }
     const wantsReplay = rule !== undefined &&
       ((rule.retry.attempts > 1 && mayRetryRequest(rule.retry, ex.method, true)) || rule.mirror !== undefined);
     ex.body = wantsReplay ? await bufferUpTo(ex.req, replayLimit) : { kind: 'stream', data: ex.req };

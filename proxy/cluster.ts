@@ -6,6 +6,8 @@ import type { Logger } from '../api/log.js';
 import { createPicker } from './balancer.js';
 import { Endpoint, type Picker } from './endpoint.js';
 import { OutlierDetector } from './outlier.js';
+import type { Exchange } from './exchange.js';
+import { H2Pool } from './h2-pool.js';
 import { createEndpointPool, type PoolSettings } from './pool.js';
 import { RetryBudget } from './retry-policy.js';
 import type { Telemetry } from './telemetry.js';
@@ -19,13 +21,14 @@ export interface ClusterDeps {
   readonly telemetry: Telemetry;
   readonly log: Logger;
   /** The mTLS connector for an endpoint of a `tls.mode: mutual` service (tls.ts); without it such a service cannot be reached. */
-  readonly connectorFor?: (service: ServiceConfig, ep: Endpoint) => PoolSettings['connect'];
+  readonly connectorFor?: (service: ServiceConfig, ep: Endpoint, h2: boolean) => PoolSettings['connect'];
 }
 
 export class Cluster {
   private config: ServiceConfig;
   private endpoints: Endpoint[] = [];
   private readonly pools = new Map<Endpoint, Pool>();
+  private readonly h2Pools = new Map<Endpoint, H2Pool>();
   /** Picker per subset name ('' = whole service), rebuilt when membership or health changes. */
   private pickers = new Map<string, Picker>();
   private outlier: OutlierDetector;
@@ -113,6 +116,24 @@ export class Cluster {
     return this.config.policy.loadBalancer.hashOn?.header;
   }
 
+  /** HTTP/2 upstream: for a gRPC service, and for an HTTP/2 caller of a mesh peer (which speaks h2 on its inbound port). */
+  speaksH2(ex: Exchange): boolean {
+    return this.config.protocol === 'grpc' || (ex.req.httpVersionMajor === 2 && this.config.policy.tls.mode === 'mutual');
+  }
+
+  h2PoolFor(ep: Endpoint): H2Pool {
+    let pool = this.h2Pools.get(ep);
+    if (!pool) {
+      pool = new H2Pool(ep, {
+        idleTimeoutMs: this.config.policy.connectionPool.idleTimeoutMs,
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        connect: this.config.policy.tls.mode === 'mutual' ? this.mtlsConnector(ep, true) : undefined,
+      });
+      this.h2Pools.set(ep, pool);
+    }
+    return pool;
+  }
+
   poolFor(ep: Endpoint): Pool {
     let pool = this.pools.get(ep);
     if (!pool) {
@@ -128,8 +149,8 @@ export class Cluster {
     return pool;
   }
 
-  private mtlsConnector(ep: Endpoint): PoolSettings['connect'] {
-    const c = this.deps.connectorFor?.(this.config, ep);
+  private mtlsConnector(ep: Endpoint, h2 = false): PoolSettings['connect'] {
+    const c = this.deps.connectorFor?.(this.config, ep, h2);
     if (c) return c;
     // Never fall back to plaintext for a service that asked for mutual TLS.
     return (_opts, callback) => callback(Object.assign(new Error(`no mTLS available for service "${this.name}"`), { code: 'ERR_MESH_NO_CERTIFICATE' }), null);
@@ -170,6 +191,9 @@ export class Cluster {
   }
 
   private closePool(ep: Endpoint): void {
+    const h2 = this.h2Pools.get(ep);
+    this.h2Pools.delete(ep);
+    void h2?.close();
     const pool = this.pools.get(ep);
     if (!pool) return;
     this.pools.delete(ep);
@@ -180,7 +204,9 @@ export class Cluster {
   close(): Promise<void> {
     this.outlier.close();
     const all = [...this.pools.values()].map((p) => p.close().catch(() => undefined));
+    all.push(...[...this.h2Pools.values()].map((p) => p.close()));
     this.pools.clear();
+    this.h2Pools.clear();
     return Promise.all(all).then(() => undefined);
   }
 }

@@ -1,5 +1,6 @@
 // The per-request state carried through the pipeline: small, created by the listener, read by every layer.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Http2ServerResponse, type Http2ServerRequest } from 'node:http2';
 import type { Span } from '@opentelemetry/api';
 import type { HeaderRecord } from './headers.js';
 import type { CompiledBackend, CompiledRule } from './compiled.js';
@@ -12,7 +13,16 @@ export type PreparedBody =
   /** Fully read and under the limit: replayable any number of times. */
   | { readonly kind: 'buffered'; readonly data: Buffer }
   /** Streamed once: cannot be retried or mirrored. */
-  | { readonly kind: 'stream'; readonly data: AsyncIterable<Buffer> | IncomingMessage };
+  | {
+    readonly kind: 'stream';
+    readonly data: AsyncIterable<Buffer> | DownstreamRequest;
+    /** The whole body, when the stream was recorded (replay.ts), has ended and fit the limit; else undefined. */
+    readonly replay?: () => Buffer | undefined;
+  };
+
+/** HTTP/1.1 requests arrive as IncomingMessage; HTTP/2 ones through node:http2's compatibility API. */
+export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
+export type DownstreamResponse = ServerResponse | Http2ServerResponse;
 
 export type Direction = 'inbound' | 'outbound';
 
@@ -24,8 +34,8 @@ export interface Peer {
 }
 
 export interface Exchange {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+  readonly req: DownstreamRequest;
+  readonly res: DownstreamResponse;
   readonly direction: Direction;
   /** Clock ms when the request headers were complete. */
   readonly start: number;
@@ -68,4 +78,27 @@ export interface Exchange {
   bytesSent: number;
   /** The response's x-mesh-error: made here (respond.ts) or relayed from the next sidecar (pool.ts); '' when none. */
   meshError: string;
+  /** The caller speaks gRPC (content-type application/grpc*): errors become gRPC statuses (respond.ts). */
+  readonly grpc: boolean;
+  /** Absolute clock ms from the caller's grpc-timeout, or undefined; the retry layer takes the earlier of it and the route's. */
+  deadline: number | undefined;
+  /** The call's grpc-status as the client saw it ('' for non-gRPC or not yet known): the metrics label. */
+  grpcStatus: string;
+}
+
+/**
+ * Whether the downstream response closed before it was complete (the client went away). HTTP/1 tells by writableFinished;
+ * node:http2's compatibility response reports writableFinished on any close, so there it is a reset with a non-zero code.
+ */
+export function closedEarly(res: DownstreamResponse): boolean {
+  return res instanceof Http2ServerResponse ? res.stream.rstCode !== 0 : !res.writableFinished;
+}
+
+export function isH2Response(res: DownstreamResponse): res is Http2ServerResponse {
+  return res instanceof Http2ServerResponse;
+}
+
+/** Writes response bytes to either response type; false means wait for 'drain' (backpressure). */
+export function writeDownstream(ex: Exchange, chunk: Buffer): boolean {
+  return (ex.res as { write(chunk: Buffer): boolean }).write(chunk);
 }

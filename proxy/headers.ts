@@ -34,7 +34,8 @@ export function requestHeadersForUpstream(h: IncomingHttpHeaders, keepContentLen
   const out: HeaderRecord = {};
   for (const name in h) {
     const v = h[name];
-    if (v === undefined) continue;
+    // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) are framing, never regular fields upstream.
+    if (v === undefined || name.charCodeAt(0) === 0x3a) continue;
     if (HOP_BY_HOP.has(name) || (RECOMPUTED.has(name) && !(keepContentLength && name === 'content-length'))) continue;
     if (named?.has(name)) continue;
     if (name.startsWith('x-mesh-') || name === 'x-forwarded-client-cert' || name.includes('_')) continue;
@@ -49,7 +50,7 @@ export function responseHeadersForClient(h: Record<string, string | string[] | u
   const out: OutgoingHttpHeaders = {};
   for (const name in h) {
     const v = h[name];
-    if (v === undefined || HOP_BY_HOP.has(name) || named?.has(name)) continue;
+    if (v === undefined || name.charCodeAt(0) === 0x3a || HOP_BY_HOP.has(name) || named?.has(name)) continue;
     out[name] = v;
   }
   return out;

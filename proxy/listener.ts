@@ -1,12 +1,14 @@
 // The listeners: accept inbound and outbound HTTP/1.1, enforce parser limits, validate the target, build the exchange.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
 import { MeshError } from '../api/errors.js';
 import type { Clock } from '../api/clock.js';
 import type { AccessLog } from './access-log.js';
 import type { Logger } from '../api/log.js';
 import { NO_BODY } from './body.js';
-import type { Direction, Exchange } from './exchange.js';
+import type { Direction, DownstreamRequest, DownstreamResponse, Exchange } from './exchange.js';
+import { isGrpcContentType, parseGrpcTimeout } from './grpc.js';
 import { newRequestId, requestHeadersForUpstream } from './headers.js';
 import { normalizePath } from './path.js';
 import type { Handler } from './pipeline-types.js';
@@ -80,15 +82,16 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   return server;
 }
 
-function serve(deps: ListenerDeps, inflight: InFlight, req: IncomingMessage, res: ServerResponse): void {
+/** Serves one request of either HTTP version (h2-listener.ts hands HTTP/2 streams here through the compatibility API). */
+export function serve(deps: ListenerDeps, inflight: InFlight, req: DownstreamRequest, res: DownstreamResponse): void {
   inflight.enter();
-  if (inflight.draining) res.shouldKeepAlive = false;
+  if (inflight.draining && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
   const ex = buildExchange(deps, req, res);
   const done = () => inflight.leave();
   if (ex instanceof MeshError) {
     const stub = stubExchange(deps, req, res);
     respondError(stub, ex);
-    deps.refused.record(res.statusCode, (deps.clock.now() - stub.start) / 1000);
+    deps.refused.record(res.statusCode, (deps.clock.now() - stub.start) / 1000, stub.grpcStatus);
     deps.accessLog?.record(stub);
     done();
     return;
@@ -99,15 +102,16 @@ function serve(deps: ListenerDeps, inflight: InFlight, req: IncomingMessage, res
   }).finally(done);
 }
 
-function buildExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResponse): Exchange | MeshError {
-  if (req.httpVersionMajor !== 1) return new MeshError('version-not-supported', `HTTP/${req.httpVersion} is not supported`);
+function buildExchange(deps: ListenerDeps, req: DownstreamRequest, res: DownstreamResponse): Exchange | MeshError {
+  const h2 = req.httpVersionMajor === 2;
+  if (req.httpVersionMajor !== 1 && !h2) return new MeshError('version-not-supported', `HTTP/${req.httpVersion} is not supported`);
   const raw = req.rawHeaders;
   if (raw.length > LIMITS.maxHeaderCount * 2) return new MeshError('headers-too-large', `more than ${LIMITS.maxHeaderCount} headers`);
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') hosts++;
   if (hosts > 1) return new MeshError('bad-request', 'more than one Host header');
 
-  const target = splitTarget(req.url ?? '', req.headers.host);
+  const target = h2 ? h2Target(req as Http2ServerRequest) : splitTarget(req.url ?? '', req.headers.host);
   if (target instanceof MeshError) return target;
   const norm = normalizePath(target.pathAndQuery);
   if (!norm.ok) return new MeshError('bad-request', `bad request path: ${norm.reason}`);
@@ -119,10 +123,13 @@ function buildExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResp
   }
   headers['x-request-id'] = requestId;
   const peer = peerOf(req.socket);
+  const start = deps.clock.now();
+  const grpc = isGrpcContentType(req.headers['content-type']);
+  const grpcTimeout = grpc ? parseGrpcTimeout(req.headers['grpc-timeout']) : undefined;
   return {
     req, res,
     direction: deps.direction,
-    start: deps.clock.now(),
+    start,
     method: req.method ?? 'GET',
     authority: target.host,
     path: norm.path,
@@ -144,16 +151,38 @@ function buildExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResp
     upstream: '',
     bytesSent: 0,
     meshError: '',
+    grpc,
+    deadline: grpcTimeout === undefined ? undefined : start + grpcTimeout,
+    grpcStatus: '',
   };
 }
 
+/**
+ * An HTTP/2 request's target: `:authority` (or `host` when a client sends only that), `:path` in origin form. nghttp2
+ * already refuses connection-specific fields; `te` other than "trailers" and a `host` that contradicts `:authority`
+ * (RFC 9113 §8.3.1) are refused here, so no request reaches routing with two different ideas of its destination.
+ */
+function h2Target(req: Http2ServerRequest): Target | MeshError {
+  const te = req.headers.te;
+  if (te !== undefined && te !== 'trailers') return new MeshError('bad-request', 'te other than "trailers" in an HTTP/2 request');
+  const authority = req.headers[':authority'];
+  const host = req.headers.host;
+  if (authority !== undefined && host !== undefined && host.toLowerCase() !== authority.toLowerCase()) {
+    return new MeshError('bad-request', `host "${host.slice(0, 64)}" does not match :authority "${authority.slice(0, 64)}"`);
+  }
+  const path = req.headers[':path'] ?? '';
+  if (!path.startsWith('/')) return new MeshError('bad-request', `unsupported request target "${path.slice(0, 64)}"`);
+  return splitTarget(path, authority ?? host);
+}
+
 /** A minimal exchange for requests refused before routing, so they still go through respondError. */
-function stubExchange(deps: ListenerDeps, req: IncomingMessage, res: ServerResponse): Exchange {
+function stubExchange(deps: ListenerDeps, req: DownstreamRequest, res: DownstreamResponse): Exchange {
   return {
     req, res, direction: deps.direction, start: deps.clock.now(), method: req.method ?? 'GET', authority: '', path: '/', query: '',
     headers: {}, requestId: newRequestId(), rule: undefined, backend: undefined, body: NO_BODY, stats: undefined,
     upstreamHost: '', sourceService: 'unknown', peer: undefined, committed: false, clientGone: false,
     span: undefined, traceId: '', attempts: 0, upstream: '', bytesSent: 0, meshError: '',
+    grpc: isGrpcContentType(req.headers['content-type']), deadline: undefined, grpcStatus: '',
   };
 }
 

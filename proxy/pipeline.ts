@@ -48,7 +48,7 @@ export interface InboundDeps extends PipelineDeps {
 function observeLayer(clock: Clock, fallback: RouteStats, accessLog: AccessLog): Layer {
   return (next: Handler): Handler => async (ex: Exchange) => {
     await next(ex);
-    (ex.stats ?? fallback).record(ex.res.statusCode, (clock.now() - ex.start) / 1000);
+    (ex.stats ?? fallback).record(ex.res.statusCode, (clock.now() - ex.start) / 1000, ex.grpcStatus);
     accessLog.record(ex);
   };
 }

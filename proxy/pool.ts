@@ -4,7 +4,7 @@ import { Pool, type buildConnector, type Dispatcher } from 'undici';
 import { MeshError } from '../api/errors.js';
 import type { Clock, Timer } from '../api/clock.js';
 import type { Endpoint } from './endpoint.js';
-import type { Exchange } from './exchange.js';
+import { writeDownstream, type Exchange } from './exchange.js';
 import { responseHeadersForClient, type HeaderRecord } from './headers.js';
 import { isTlsFailure } from './tls.js';
 
@@ -36,9 +36,9 @@ export type AttemptResult =
   /** The response was streamed to the client, completely or until it failed (then the client was aborted). */
   | { readonly kind: 'committed' }
   /** Response headers arrived but the caller declined them (a retriable status); the body is discarded. */
-  | { readonly kind: 'declined'; readonly status: number }
+  | { readonly kind: 'declined'; readonly status: number; readonly grpcStatus?: number }
   /** No response: connect failure, reset or per-try timeout, before any byte reached the client. */
-  | { readonly kind: 'failed'; readonly error: MeshError };
+  | { readonly kind: 'failed'; readonly error: MeshError; readonly refusedStream?: boolean };
 
 export interface AttemptRequest {
   readonly ex: Exchange;
@@ -50,7 +50,7 @@ export interface AttemptRequest {
   readonly perTryTimeoutMs: number;
   readonly clock: Clock;
   /** Called with the response status before anything is sent downstream; false declines it (so it can be retried). */
-  readonly accept: (status: number) => boolean;
+  readonly accept: (status: number, grpcStatus?: number) => boolean;
 }
 
 /** Maps undici and socket errors onto the catalogue: connect failures are safe to retry anywhere, resets are not for POST. */
@@ -135,7 +135,7 @@ class Attempt implements Dispatcher.DispatchHandler {
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.declined || this.settled) return;
     this.r.ex.bytesSent += chunk.length;
-    if (!this.r.ex.res.write(chunk)) {
+    if (!writeDownstream(this.r.ex, chunk)) {
       controller.pause();
       this.r.ex.res.once('drain', this.onDrain);
     }

@@ -21,13 +21,16 @@ export interface RetryPolicy {
     readonly any5xx: boolean;
     readonly retriable4xx: boolean;
   };
+  /** gRPC status code → the condition naming it, for the gRPC conditions this policy lists. */
+  readonly grpc: ReadonlyMap<number, RetryReason>;
   /** Exact statuses from numeric conditions such as "503". */
   readonly statuses: ReadonlySet<number>;
 }
 
 /** How one try ended, as the retry layer saw it. */
 export type AttemptOutcome =
-  | { readonly kind: 'response'; readonly status: number }
+  /** `grpcStatus` only for a Trailers-Only gRPC response: the call ended before any response message. */
+  | { readonly kind: 'response'; readonly status: number; readonly grpcStatus?: number }
   | { readonly kind: 'error'; readonly code: ErrorCode; readonly refusedStream?: boolean };
 
 /** The `reason` label of mesh_retries_total: a fixed set plus the configured numeric statuses. */
@@ -39,7 +42,23 @@ export type RetryReason =
   | '5xx'
   | 'gateway-error'
   | 'retriable-4xx'
+  | GrpcCondition
   | `${number}`;
+
+type GrpcCondition = 'unavailable' | 'cancelled' | 'deadline-exceeded' | 'resource-exhausted';
+
+/** The gRPC retry conditions and their status codes (gRPC's codes.proto). */
+const GRPC_CONDITIONS: readonly (readonly [GrpcCondition, number])[] = [
+  ['cancelled', 1], ['deadline-exceeded', 4], ['resource-exhausted', 8], ['unavailable', 14],
+];
+
+/**
+ * Reasons that mean the server never started on the request: nothing was connected, the stream was refused, or a
+ * gRPC server answered Trailers-Only with a status the route lists. A gRPC call (always POST) may be retried on these.
+ */
+export function unprocessed(reason: RetryReason): boolean {
+  return reason === 'connect-failure' || reason === 'refused-stream' || GRPC_CONDITIONS.some(([c]) => c === reason);
+}
 
 export function compileRetryPolicy(spec: RetrySpec, retryNonIdempotent: boolean): RetryPolicy {
   const has = (c: RetryCondition): boolean => spec.retryOn.includes(c);
@@ -64,6 +83,7 @@ export function compileRetryPolicy(spec: RetrySpec, retryNonIdempotent: boolean)
       retriable4xx: has('retriable-4xx'),
     }),
     statuses,
+    grpc: new Map(GRPC_CONDITIONS.filter(([c]) => has(c)).map(([c, code]) => [code, c as RetryReason])),
   });
 }
 
@@ -80,6 +100,10 @@ export function compileRetryPolicy(spec: RetrySpec, retryNonIdempotent: boolean)
 export function retryReason(policy: RetryPolicy, outcome: AttemptOutcome): RetryReason | undefined {
   const on = policy.on;
   if (outcome.kind === 'response') {
+    if (outcome.grpcStatus !== undefined) {
+      const g = policy.grpc.get(outcome.grpcStatus);
+      if (g !== undefined) return g;
+    }
     const s = outcome.status;
     if (policy.statuses.has(s)) return `${s}`;
     if (on.retriable4xx && s === 409) return 'retriable-4xx';

@@ -1,14 +1,14 @@
 // The retry and timeout layer: tries until success, a non-retriable outcome, no attempts, no budget or the route timeout.
 import { MeshError } from '../api/errors.js';
 import type { Clock, Random, Timer } from '../api/clock.js';
-import { isReplayable } from './body.js';
+import { forReplay, isReplayable } from './body.js';
 import type { Cluster } from './cluster.js';
 import type { Endpoint } from './endpoint.js';
-import type { Exchange } from './exchange.js';
+import { closedEarly, type Exchange } from './exchange.js';
 import type { Handler } from './pipeline-types.js';
 import type { AttemptResult } from './pool.js';
 import { respondError } from './respond.js';
-import { backoffDelay, clampPerTry, mayRetryRequest, retryReason, type AttemptOutcome } from './retry-policy.js';
+import { backoffDelay, clampPerTry, isIdempotent, retryReason, unprocessed, type AttemptOutcome, type RetryReason } from './retry-policy.js';
 import type { Telemetry } from './telemetry.js';
 
 /** What one try needs from the retry layer. */
@@ -18,8 +18,8 @@ export interface Try {
   /** Endpoints this request already tried: the balancer avoids them (DESIGN.md §3). */
   readonly exclude: Set<Endpoint>;
   readonly perTryTimeoutMs: number;
-  /** Whether to send a response with this status downstream; false means it will be retried. */
-  readonly accept: (status: number) => boolean;
+  /** Whether to send a response with this status (and Trailers-Only grpc-status) downstream; false means it will be retried. */
+  readonly accept: (status: number, grpcStatus?: number) => boolean;
   /** Gives the retry layer a way to cancel the try (route timeout, client gone). */
   readonly onStart: (cancel: (reason: MeshError) => void) => void;
 }
@@ -34,7 +34,9 @@ export interface RetryDeps {
 }
 
 function outcomeOf(r: AttemptResult): AttemptOutcome {
-  return r.kind === 'declined' ? { kind: 'response', status: r.status } : { kind: 'error', code: (r as { error: MeshError }).error.code };
+  if (r.kind === 'declined') return { kind: 'response', status: r.status, grpcStatus: r.grpcStatus };
+  const failed = r as Extract<AttemptResult, { kind: 'failed' }>;
+  return { kind: 'error', code: failed.error.code, refusedStream: failed.refusedStream };
 }
 
 /**
@@ -51,8 +53,23 @@ export function retryLayer(deps: RetryDeps, tryOnce: TryHandler): Handler {
       return;
     }
     const policy = rule.retry;
-    const retryable = policy.attempts > 1 && mayRetryRequest(policy, ex.method, isReplayable(ex.body));
-    const deadline = rule.timeoutMs > 0 ? ex.start + rule.timeoutMs : undefined;
+    const safeMethod = policy.retryNonIdempotent || isIdempotent(ex.method);
+    /**
+     * Why this outcome may be retried, or undefined. The body must be replayable (asked each time: a recorded gRPC body
+     * becomes so once it has ended). A gRPC call is a POST: unless the rule allows non-idempotent retries it is retried
+     * only on outcomes that mean the server never processed it (gRPC retry design A6).
+     */
+    const reasonFor = (o: AttemptOutcome): RetryReason | undefined => {
+      const reason = retryReason(policy, o);
+      if (reason === undefined || !isReplayable(ex.body)) return undefined;
+      return safeMethod || (ex.grpc && unprocessed(reason)) ? reason : undefined;
+    };
+    const routeDeadline = rule.timeoutMs > 0 ? ex.start + rule.timeoutMs : undefined;
+    // The caller's grpc-timeout (listener.ts) and the route timeout: whichever ends first.
+    const deadline = ex.deadline === undefined ? routeDeadline : Math.min(ex.deadline, routeDeadline ?? Infinity);
+    const timeoutError = () => new MeshError('upstream-timeout', deadline === routeDeadline
+      ? `no response from "${cluster.name}" within ${rule.timeoutMs}ms`
+      : `deadline from grpc-timeout exceeded calling "${cluster.name}"`);
     cluster.budget.recordRequest();
 
     let cancel: ((reason: MeshError) => void) | undefined;
@@ -66,10 +83,10 @@ export function retryLayer(deps: RetryDeps, tryOnce: TryHandler): Handler {
     };
     const routeTimer = deadline === undefined ? undefined : deps.clock.setTimeout(() => {
       timedOut = true;
-      stop(new MeshError('upstream-timeout', `no response from "${cluster.name}" within ${rule.timeoutMs}ms`));
+      stop(timeoutError());
     }, Math.max(0, deadline - deps.clock.now()));
     const onClose = () => {
-      if (ex.res.writableFinished) return;
+      if (!closedEarly(ex.res)) return;
       ex.clientGone = true;
       stop(new MeshError('upstream-reset', 'client closed the connection'));
     };
@@ -77,8 +94,8 @@ export function retryLayer(deps: RetryDeps, tryOnce: TryHandler): Handler {
 
     const exclude = new Set<Endpoint>();
     let n = 1;
-    const accept = (status: number): boolean =>
-      !(retryable && n < policy.attempts && retryReason(policy, { kind: 'response', status }) !== undefined && cluster.budget.tryWithdraw());
+    const accept = (status: number, grpcStatus?: number): boolean =>
+      !(n < policy.attempts && reasonFor({ kind: 'response', status, grpcStatus }) !== undefined && cluster.budget.tryWithdraw());
     try {
       for (;; n++) {
         const result = await tryOnce(ex, {
@@ -92,13 +109,13 @@ export function retryLayer(deps: RetryDeps, tryOnce: TryHandler): Handler {
         cancel = undefined;
         if (result.kind === 'committed' || ex.clientGone) return;
         if (timedOut) {
-          respondError(ex, new MeshError('upstream-timeout', `no response from "${cluster.name}" within ${rule.timeoutMs}ms`));
+          respondError(ex, timeoutError());
           return;
         }
-        const reason = retryReason(policy, outcomeOf(result));
+        const reason = reasonFor(outcomeOf(result));
         if (result.kind === 'failed') {
           // A declined response already passed the budget in accept(); a failure must pass it here.
-          if (!retryable || n >= policy.attempts || reason === undefined || !cluster.budget.tryWithdraw()) {
+          if (n >= policy.attempts || reason === undefined || !cluster.budget.tryWithdraw()) {
             respondError(ex, result.error);
             return;
           }
@@ -114,10 +131,11 @@ export function retryLayer(deps: RetryDeps, tryOnce: TryHandler): Handler {
           sleeping = wake = undefined;
           if (ex.clientGone) return;
           if (timedOut) {
-            respondError(ex, new MeshError('upstream-timeout', `no response from "${cluster.name}" within ${rule.timeoutMs}ms`));
+            respondError(ex, timeoutError());
             return;
           }
         }
+        ex.body = forReplay(ex.body);
       }
     } finally {
       routeTimer?.cancel();

@@ -13,6 +13,7 @@ import { configSource, loadSnapshot } from './config-source.js';
 export { ConfigError } from './config-source.js';
 import { CertificateManager } from './credentials.js';
 import { createListener, InFlight } from './listener.js';
+import { createH2Listener, createOutboundFront } from './h2-listener.js';
 import { inboundPipeline, outboundPipeline } from './pipeline.js';
 import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
@@ -92,7 +93,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const credentials = () => certs.credentials.get();
   const clusters = new ClusterSet({
     clock, random, telemetry, log,
-    connectorFor: (svc) => meshConnector(credentials, spiffeUri({ trustDomain, namespace: svc.namespace, service: svc.name }), { telemetry, connectTimeoutMs: CONNECT_TIMEOUT_MS }),
+    connectorFor: (svc, _ep, h2) => meshConnector(credentials, spiffeUri({ trustDomain, namespace: svc.namespace, service: svc.name }), { telemetry, connectTimeoutMs: CONNECT_TIMEOUT_MS, h2 }),
   });
   let appCluster: Cluster | undefined;
   let configuredResolve: () => void = () => undefined;
@@ -139,12 +140,16 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   };
   const outIn = new InFlight();
   const inIn = new InFlight();
-  const outbound = createListener({
-    direction: 'outbound', clock, log, handler: gate(outboundPipeline(deps, me.service)),
+  const outboundDeps = {
+    direction: 'outbound' as const, clock, log, handler: gate(outboundPipeline(deps, me.service)),
     refused: telemetry.routeStats('outbound', me.service, 'unknown', 'none'), accessLog,
-  }, outIn);
-  const inboundHttp = createListener({
-    direction: 'inbound', clock, log,
+  };
+  const outboundHttp = createListener(outboundDeps, outIn);
+  // h2c with prior knowledge (gRPC apps) shares the outbound port with HTTP/1.1.
+  const outboundH2 = createH2Listener(outboundDeps, outIn);
+  const outbound = createOutboundFront(outboundHttp, outboundH2.server);
+  const inboundDeps = {
+    direction: 'inbound' as const, clock, log,
     refused: telemetry.routeStats('inbound', 'unknown', me.service, 'inbound'), accessLog,
     handler: gate(inboundPipeline({
       ...deps,
@@ -155,7 +160,9 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       access: () => current().access,
       selfUri: () => selfUri,
     })),
-  }, inIn);
+  };
+  const inboundHttp = createListener(inboundDeps, inIn);
+  const inboundH2 = createH2Listener(inboundDeps, inIn);
   const front = createInboundServer(inboundHttp, {
     credentials,
     mtls: () => current().snapshot.meshConfig.mtls,
@@ -163,7 +170,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     wallNow,
     telemetry,
     log,
-  });
+  }, inboundH2.server);
   certs.credentials.subscribe(() => front.refresh());
   const inbound = front.server;
 
@@ -174,13 +181,19 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       outIn.draining = inIn.draining = true;
       // Listeners close first: no new connections; idle keep-alive connections are closed by close() itself.
       const closed = Promise.all([outbound, inbound].map((s) => new Promise((r) => s.close(r))));
+      // HTTP/2 clients get GOAWAY now, so they open new streams elsewhere while the open ones finish.
+      outboundH2.drain();
+      inboundH2.drain();
+      outboundHttp.closeIdleConnections();
       let timer: { cancel(): void } | undefined;
       const deadline = new Promise<'timeout'>((r) => { timer = clock.setTimeout(() => r('timeout'), o.drainTimeoutMs); });
       const result = await Promise.race([Promise.all([outIn.idle(), inIn.idle()]), deadline]);
       timer?.cancel();
       if (result === 'timeout') log.warn('drain_timeout', { inflight: outIn.count + inIn.count });
-      outbound.closeAllConnections();
+      outboundHttp.closeAllConnections();
       inboundHttp.closeAllConnections();
+      outboundH2.closeAll();
+      inboundH2.closeAll();
       await closed;
       log.info('drain_finished', {});
     })();

@@ -22,13 +22,13 @@ export interface TelemetryOptions {
 }
 
 export interface RouteStats {
-  /** Count one finished request and its duration. */
-  record(status: number, seconds: number): void;
+  /** Count one finished request and its duration; `grpcStatus` is '' for non-gRPC requests. */
+  record(status: number, seconds: number, grpcStatus?: string): void;
 }
 
 export class Telemetry {
   readonly registry = new Registry();
-  readonly requests: Counter<'direction' | 'source_service' | 'destination_service' | 'route' | 'code'>;
+  readonly requests: Counter<'direction' | 'source_service' | 'destination_service' | 'route' | 'code' | 'grpc_status'>;
   readonly duration: Histogram<'direction' | 'source_service' | 'destination_service' | 'route'>;
   readonly retries: Counter<'destination_service' | 'reason'>;
   readonly ejections: Counter<'destination_service'>;
@@ -62,7 +62,7 @@ export class Telemetry {
     }
     this.requests = new Counter({
       name: 'mesh_requests_total', help: 'Requests handled by the sidecar.', registers,
-      labelNames: ['direction', 'source_service', 'destination_service', 'route', 'code'],
+      labelNames: ['direction', 'source_service', 'destination_service', 'route', 'code', 'grpc_status'],
     });
     this.duration = new Histogram({
       name: 'mesh_request_duration_seconds', help: 'Request duration from request headers to response end.', registers,
@@ -93,14 +93,17 @@ export class Telemetry {
     let stats = this.routeStatsCache.get(key);
     if (!stats) {
       const hist = this.duration.labels(direction, source, destination, route);
-      const byCode = new Map<number, CounterT.Internal>();
+      // status → grpc-status ('' for non-gRPC) → counter child, so a request only looks up and increments.
+      const byCode = new Map<number, Map<string, CounterT.Internal>>();
       const requests = this.requests;
       stats = {
-        record(status: number, seconds: number): void {
-          let c = byCode.get(status);
+        record(status: number, seconds: number, grpcStatus = ''): void {
+          let byGrpc = byCode.get(status);
+          if (!byGrpc) byCode.set(status, (byGrpc = new Map()));
+          let c = byGrpc.get(grpcStatus);
           if (!c) {
-            c = requests.labels(direction, source, destination, route, String(status));
-            byCode.set(status, c);
+            c = requests.labels(direction, source, destination, route, String(status), grpcStatus);
+            byGrpc.set(grpcStatus, c);
           }
           c.inc();
           hist.observe(seconds);

@@ -15,10 +15,15 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** The verified caller of each inbound TLS connection, read by the listener when it builds an exchange. */
 const peers = new WeakMap<net.Socket, Peer>();
+/** The same, as a property: node:http2 shows requests a proxy of the socket, which reads through but is not the key. */
+const PEER = Symbol('mesh.peer');
 
 export function peerOf(socket: net.Socket): Peer | undefined {
-  return peers.get(socket);
+  return peers.get(socket) ?? (socket as net.Socket & { [PEER]?: Peer })[PEER];
 }
+
+/** ALPN ids the inbound TLS server offers, in its order of preference. */
+export const INBOUND_ALPN: readonly string[] = ['h2', 'http/1.1'];
 
 export interface InboundTlsDeps {
   readonly credentials: () => Credentials | undefined;
@@ -78,10 +83,10 @@ function handshakeReason(err: NodeJS.ErrnoException): string {
  * is plaintext, served unauthenticated in permissive mode and dropped in strict mode. Accepted connections are
  * handed to `app`, the HTTP server that runs the inbound pipeline.
  */
-export function createInboundServer(app: http.Server, d: InboundTlsDeps): { server: net.Server; refresh: () => void } {
+export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?: net.Server): { server: net.Server; refresh: () => void } {
   const refused = (reason: string) => d.telemetry.tlsHandshakeErrors.labels('inbound', reason).inc();
   let creds = d.credentials();
-  const tlsServer = tls.createServer({ ...(creds ? serverOptions(creds) : {}), handshakeTimeout: HANDSHAKE_TIMEOUT_MS });
+  const tlsServer = tls.createServer({ ...(creds ? serverOptions(creds) : {}), handshakeTimeout: HANDSHAKE_TIMEOUT_MS, ALPNProtocols: [...INBOUND_ALPN] });
   tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
     refused(handshakeReason(err));
     d.log.debug('tls_handshake_failed', { direction: 'inbound', error: err.message, remote: socket.remoteAddress });
@@ -95,7 +100,10 @@ export function createInboundServer(app: http.Server, d: InboundTlsDeps): { serv
       return;
     }
     peers.set(socket, reason);
-    app.emit('connection', socket);
+    (socket as tls.TLSSocket & { [PEER]?: Peer })[PEER] = reason;
+    // ALPN h2 (sidecar-to-sidecar gRPC) goes to the HTTP/2 server running the same inbound pipeline.
+    if (socket.alpnProtocol === 'h2' && h2app) h2app.emit('connection', socket);
+    else app.emit('connection', socket);
   });
 
   const server = net.createServer((socket) => {
@@ -151,7 +159,7 @@ export class PeerIdentityError extends Error {
  * mesh CA, and requires the server's SPIFFE id to be exactly `expected`. A new connector (and session cache) is built
  * when the credentials rotate; pooled connections keep working on the old ones.
  */
-export function meshConnector(credentials: () => Credentials | undefined, expected: string, deps: { telemetry: Telemetry; connectTimeoutMs: number }): buildConnector.connector {
+export function meshConnector(credentials: () => Credentials | undefined, expected: string, deps: { telemetry: Telemetry; connectTimeoutMs: number; h2?: boolean }): buildConnector.connector {
   let builtFor: Credentials | undefined;
   let connect: buildConnector.connector | undefined;
   const checkServerIdentity = (_host: string, cert: tls.PeerCertificate): Error | undefined => {
@@ -175,6 +183,8 @@ export function meshConnector(credentials: () => Credentials | undefined, expect
         checkServerIdentity,
         timeout: deps.connectTimeoutMs,
         maxCachedSessions: 100,
+        // Offers ALPN h2 beside http/1.1 (h2-pool.ts checks the server chose h2).
+        allowH2: deps.h2 === true,
       } as buildConnector.BuildOptions);
     }
     connect(opts, (err, socket) => {

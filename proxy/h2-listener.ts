@@ -1,0 +1,118 @@
+// HTTP/2 listeners: the h2c-or-HTTP/1.1 front door of the outbound port, and the node:http2 server both directions use.
+import type http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import type { Clock } from '../api/clock.js';
+import type { Logger } from '../api/log.js';
+import { LIMITS, serve, type InFlight, type ListenerDeps } from './listener.js';
+
+/** RFC 9113 §3.4: what a prior-knowledge HTTP/2 client sends first. No HTTP/1 method starts like it. */
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+/** How long a new connection may take to say which protocol it speaks (slowloris). */
+const SNIFF_TIMEOUT_MS = 10_000;
+
+/**
+ * Rapid reset (CVE-2023-44487): nghttp2 already answers a burst of client resets with GOAWAY; this guard is the
+ * mesh's own floor for the same abuse, counted per session, so upstream work started for reset streams stays bounded.
+ */
+export const RESET_GUARD = Object.freeze({ windowMs: 1_000, maxResets: 500 });
+
+/**
+ * Settings for every HTTP/2 server of the sidecar. Node's session defaults (maxSessionMemory, maxSessionInvalidFrames,
+ * maxSessionRejectedStreams, maxHeaderListPairs) stay as they are: they are the rapid-reset, CONTINUATION and HPACK
+ * defences (HARDENING.md). Only limits Node leaves unbounded or larger than the HTTP/1 listener's are lowered.
+ */
+export const H2_SERVER_OPTIONS: http2.ServerOptions = Object.freeze({
+  maxHeaderListSize: LIMITS.maxHeaderBytes,
+  settings: { maxConcurrentStreams: 1_000, maxHeaderListSize: LIMITS.maxHeaderBytes, enablePush: false },
+});
+
+export interface H2Listener {
+  readonly server: http2.Http2Server;
+  /** Drain: GOAWAY to every session; streams already open finish. */
+  drain(): void;
+  /** After the drain deadline: close whatever is left. */
+  closeAll(): void;
+}
+
+/** An HTTP/2 server (no TLS of its own: the TLS front door or the outbound sniffer hands it sockets) serving the pipeline. */
+export function createH2Listener(deps: ListenerDeps, inflight: InFlight): H2Listener {
+  const server = http2.createServer(H2_SERVER_OPTIONS);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const onRequest = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => serve(deps, inflight, req, res);
+  server.on('request', onRequest);
+  server.on('checkContinue', onRequest);
+  server.on('session', (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+    session.on('error', (err: Error) => deps.log.debug('h2_session_error', { direction: deps.direction, error: err.message }));
+    // An idle session is closed gracefully; an open (even quiet) stream keeps it, as grpc-js keepalives expect.
+    session.setTimeout(LIMITS.keepAliveTimeoutMs, () => session.close());
+    guardResets(session, deps.clock, deps.log);
+    if (inflight.draining) session.close();
+  });
+  server.on('sessionError', (err: Error) => deps.log.debug('h2_session_error', { direction: deps.direction, error: err.message }));
+  return {
+    server,
+    drain() {
+      for (const s of sessions) s.close();
+    },
+    closeAll() {
+      for (const s of sessions) s.destroy();
+    },
+  };
+}
+
+/** Sends GOAWAY ENHANCE_YOUR_CALM to a session whose client resets more than RESET_GUARD.maxResets streams a window. */
+function guardResets(session: http2.ServerHttp2Session, clock: Clock, log: Logger): void {
+  let windowStart = clock.now();
+  let resets = 0;
+  session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    // 'aborted': the stream closed abnormally before our side ended it, which is what a reset flood produces.
+    stream.once('aborted', () => {
+      const now = clock.now();
+      if (now - windowStart > RESET_GUARD.windowMs) {
+        windowStart = now;
+        resets = 0;
+      }
+      if (++resets === RESET_GUARD.maxResets + 1 && !session.destroyed) {
+        log.warn('h2_reset_flood', { resets, window_ms: RESET_GUARD.windowMs });
+        // destroy() with a code sends it in the final GOAWAY before closing the socket.
+        session.destroy(undefined, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      }
+    });
+  });
+}
+
+/**
+ * The outbound port: one TCP listener for both HTTP/1.1 and h2c with prior knowledge (gRPC clients). The first bytes
+ * decide: the HTTP/2 preface goes to `h2`, anything else to `http1`. Bytes already read are handed back to whichever
+ * parser takes the socket.
+ */
+export function createOutboundFront(http1: http.Server, h2: http2.Http2Server): net.Server {
+  return net.createServer((socket) => {
+    socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    let seen: Buffer = Buffer.alloc(0);
+    const onData = (chunk: Buffer): void => {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, PREFACE.length);
+      const prefaceSoFar = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
+      if (prefaceSoFar && seen.length < PREFACE.length) return;
+      socket.off('data', onData);
+      socket.setTimeout(0);
+      if (prefaceSoFar) {
+        // node:http2 reads what was unshifted before it takes over the socket handle.
+        socket.pause();
+        socket.unshift(seen);
+        h2.emit('connection', socket);
+      } else {
+        // The HTTP/1 parser reads the socket handle directly, so the bytes are replayed rather than unshifted.
+        http1.emit('connection', socket);
+        socket.emit('data', seen);
+      }
+    };
+    socket.on('data', onData);
+  });
+}
