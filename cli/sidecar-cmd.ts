@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger, isLogLevel } from '../api/log.js';
 import { ConfigError, startSidecar } from '../proxy/sidecar.js';
+import type { TcpListenerSpec } from '../proxy/tcp-outbound.js';
 import { isLoopback, parseDurationFlag, parseHostPort, parseLabels, UsageError } from './args.js';
 
 export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--namespace default] [--instance ID] [--labels k=v,…]
@@ -12,8 +13,27 @@ export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--nam
              [--control-plane HOST:PORT[,…]] [--token-file F] [--dir .mesh]   dynamic mode: config and certificate from the control plane
              [--resources FILE.yaml]                                         standalone mode: static resources, certificate from the CA in --dir
              [--drain-timeout 30s] [--stats-interval 10s] [--tracing on|off] [--log-level info]
+             [--tcp SERVICE=127.0.0.1:PORT[,…]] [--tunnel-idle-timeout 1h]
   --stats-interval  how often (dynamic mode) cumulative request stats go to the control plane for "mesh stat"
-  --tracing off     no tracing stage at all: trace headers pass through unchanged, no spans (for measuring its cost)`;
+  --tracing off     no tracing stage at all: trace headers pass through unchanged, no spans (for measuring its cost)
+  --tcp             a loopback port per "protocol: tcp" service the app calls; each connection goes to one endpoint over mTLS
+  --tunnel-idle-timeout  WebSocket and TCP tunnels with no bytes either way for this long are closed`;
+
+/** `--tcp billing-db=127.0.0.1:5432,cache=127.0.0.1:6379`: loopback only, like --outbound, one service per port. */
+export function parseTcpFlag(value: string | undefined): TcpListenerSpec[] {
+  if (!value) return [];
+  const specs: TcpListenerSpec[] = [];
+  for (const item of value.split(',').map((v) => v.trim()).filter(Boolean)) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--tcp: expected SERVICE=HOST:PORT[,…], got "${item}"`);
+    const service = item.slice(0, eq).trim();
+    const listen = parseHostPort('tcp', item.slice(eq + 1).trim());
+    if (!isLoopback(listen.host)) throw new UsageError(`--tcp ${service} must listen on a loopback address, got "${listen.host}"`);
+    if (specs.some((s) => s.service === service)) throw new UsageError(`--tcp: service "${service}" is listed twice`);
+    specs.push({ service, listen });
+  }
+  return specs;
+}
 
 /** The join token: --token-file, else MESH_TOKEN, else the admin token in --dir (one machine: it may obtain any identity). */
 async function readToken(file: string | undefined, dir: string): Promise<string> {
@@ -34,6 +54,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       admin: { type: 'string', default: '127.0.0.1:15000' }, resources: { type: 'string' },
       'control-plane': { type: 'string' }, 'token-file': { type: 'string' }, dir: { type: 'string', default: '.mesh' },
       'drain-timeout': { type: 'string', default: '30s' }, 'stats-interval': { type: 'string', default: '10s' }, tracing: { type: 'string', default: 'on' }, 'log-level': { type: 'string', default: 'info' },
+      tcp: { type: 'string' }, 'tunnel-idle-timeout': { type: 'string', default: '1h' },
     },
     strict: true,
   });
@@ -54,6 +75,9 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
   const statsInterval = parseDurationFlag('stats-interval', values['stats-interval']);
   if (statsInterval < 100) throw new UsageError(`--stats-interval: must be at least 100ms, got "${values['stats-interval']}"`);
   if (values.tracing !== 'on' && values.tracing !== 'off') throw new UsageError(`--tracing: expected on or off, got "${values.tracing}"`);
+  const tcp = parseTcpFlag(values.tcp);
+  const tunnelIdleTimeoutMs = parseDurationFlag('tunnel-idle-timeout', values['tunnel-idle-timeout']);
+  if (tunnelIdleTimeoutMs < 1) throw new UsageError(`--tunnel-idle-timeout: must be positive, got "${values['tunnel-idle-timeout']}"`);
   const instance = values.instance ?? `${hostname()}-${process.pid}`;
   const log = createLogger(level, { program: 'sidecar', service: values.service, instance });
 
@@ -71,6 +95,8 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       drainTimeoutMs: parseDurationFlag('drain-timeout', values['drain-timeout']),
       statsIntervalMs: statsInterval,
       tracing: values.tracing === 'on',
+      tcp,
+      tunnelIdleTimeoutMs,
       log,
     });
   } catch (err) {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadResources } from '../api/load.js';
 import { compileSnapshot } from '../control-plane/compiler.js';
-import { authorize, compileAccess, foldPath } from './authz.js';
+import { authorize, authorizeConnection, compileAccess, foldPath } from './authz.js';
 import type { Peer } from './exchange.js';
 import { normalizePath } from './path.js';
 import { denyBypassCandidates } from '../test/harness/bypass.js';
@@ -93,6 +93,54 @@ describe('authorize', () => {
   it('policies for other services do not apply', () => {
     const t = table(ALLOW.replace('service: billing', 'service: users'));
     expect(authorize(t, undefined, 'GET', '/anything').allowed).toBe(true);
+  });
+});
+
+describe('authorizeConnection (protocol: tcp, identity only)', () => {
+  const IDENTITY = `---
+apiVersion: mesh/v1
+kind: AccessPolicy
+metadata: { name: db-clients }
+spec:
+  service: billing
+  action: allow
+  rules:
+    - from: [users]
+`;
+  const DENY_GATEWAY = `---
+apiVersion: mesh/v1
+kind: AccessPolicy
+metadata: { name: no-gateway }
+spec:
+  service: billing
+  action: deny
+  rules:
+    - from: [gateway]
+`;
+
+  it('no policy: every caller', () => {
+    expect(authorizeConnection(table(''), peer('gateway')).allowed).toBe(true);
+  });
+
+  it.each([
+    ['users is named', peer('users'), true],
+    ['gateway is not', peer('gateway'), false],
+    ['users from another namespace', peer('users', 'other'), false],
+    ['an unauthenticated caller', undefined, false],
+  ])('allow by identity: %s', (_n, who, allowed) => {
+    expect(authorizeConnection(table(IDENTITY), who).allowed).toBe(allowed);
+  });
+
+  it('rules with `to` never match a connection: path-limited allow rules admit nobody', () => {
+    const d = authorizeConnection(table(ALLOW), peer('users'));
+    expect(d).toEqual({ allowed: false, policy: 'billing-callers', reason: 'no allow rule without "to" names this caller' });
+  });
+
+  it('deny by identity first; a path-limited deny rule does not refuse a connection', () => {
+    expect(authorizeConnection(table(IDENTITY + DENY_GATEWAY.replace('[gateway]', '[users]')), peer('users'))).toMatchObject({ allowed: false, policy: 'no-gateway' });
+    expect(authorizeConnection(table(DENY), peer('users')).allowed).toBe(true);
+    expect(authorizeConnection(table(DENY_GATEWAY), peer('gateway')).allowed).toBe(false);
+    expect(authorizeConnection(table(DENY_GATEWAY), peer('users')).allowed).toBe(true);
   });
 });
 

@@ -100,6 +100,23 @@ export function authorize(table: AccessTable, peer: Peer | undefined, method: st
   return { allowed: false, policy: table.allow[0].name, reason: 'no allow rule matches' };
 }
 
+/**
+ * The decision for a `protocol: tcp` connection, which has an identity but no method or path: only rules without
+ * `to` can match it. Deny first; any allow policy still makes the service default-deny, so an allow policy whose
+ * rules all name paths admits no TCP caller at all, while a deny rule limited to paths does not refuse one.
+ */
+export function authorizeConnection(table: AccessTable, peer: Peer | undefined): Decision {
+  const matches = (r: CompiledAccessRule) => r.to.length === 0 && ruleMatches(r, peer, '', '');
+  for (const p of table.deny) {
+    if (p.rules.some(matches)) return { allowed: false, policy: p.name, reason: 'denied by policy' };
+  }
+  if (table.allow.length === 0) return ALLOWED;
+  for (const p of table.allow) {
+    if (p.rules.some(matches)) return ALLOWED;
+  }
+  return { allowed: false, policy: table.allow[0].name, reason: 'no allow rule without "to" names this caller' };
+}
+
 export function authzLayer(table: () => AccessTable, onDenied: (policy: string) => void): Layer {
   return (next: Handler): Handler => (ex: Exchange) => {
     const t = table();

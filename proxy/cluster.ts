@@ -1,9 +1,11 @@
 // Service → endpoints, health, ejection, pickers and pools; diff-applied per snapshot so warm pools and health survive.
+import type net from 'node:net';
 import type { Pool } from 'undici';
 import type { Clock, Random } from '../api/clock.js';
 import type { Snapshot, ServiceConfig } from '../api/snapshot.js';
 import type { Logger } from '../api/log.js';
 import { createPicker } from './balancer.js';
+import { dialPlain } from './dial.js';
 import { Endpoint, type Picker } from './endpoint.js';
 import { OutlierDetector } from './outlier.js';
 import type { Exchange } from './exchange.js';
@@ -22,6 +24,8 @@ export interface ClusterDeps {
   readonly log: Logger;
   /** The mTLS connector for an endpoint of a `tls.mode: mutual` service (tls.ts); without it such a service cannot be reached. */
   readonly connectorFor?: (service: ServiceConfig, ep: Endpoint, h2: boolean) => PoolSettings['connect'];
+  /** Raw mTLS connections for tunnels (dial.ts dialMesh), offering one ALPN id; without it a mutual service cannot be tunnelled to. */
+  readonly dial?: (service: ServiceConfig, ep: Endpoint, alpn: string) => Promise<net.Socket>;
 }
 
 export class Cluster {
@@ -60,6 +64,10 @@ export class Cluster {
 
   get policy(): ServiceConfig['policy'] {
     return this.config.policy;
+  }
+
+  get protocol(): ServiceConfig['protocol'] {
+    return this.config.protocol;
   }
 
   /** Applies a new config: endpoints still present keep their pool, load and health; removed ones are closed. */
@@ -154,6 +162,18 @@ export class Cluster {
     if (c) return c;
     // Never fall back to plaintext for a service that asked for mutual TLS.
     return (_opts, callback) => callback(Object.assign(new Error(`no mTLS available for service "${this.name}"`), { code: 'ERR_MESH_NO_CERTIFICATE' }), null);
+  }
+
+  /**
+   * A raw connection to `ep` for a tunnel (WebSocket, TCP service), with the pools' connect timeout: mTLS offering
+   * `alpn` for `tls: mutual`, plain TCP for `disable`. As for pools, never plaintext to a service that asked for mTLS.
+   */
+  dial(ep: Endpoint, alpn: string): Promise<net.Socket> {
+    if (this.config.policy.tls.mode !== 'mutual') return dialPlain(ep, CONNECT_TIMEOUT_MS);
+    if (!this.deps.dial) {
+      return Promise.reject(Object.assign(new Error(`no mTLS available for service "${this.name}"`), { code: 'ERR_MESH_NO_CERTIFICATE' }));
+    }
+    return this.deps.dial(this.config, ep, alpn);
   }
 
   /** Circuit check before dispatch: a request that would queue beyond maxPendingRequests is refused instead. */

@@ -13,6 +13,7 @@ import { newRequestId, requestHeadersForUpstream } from './headers.js';
 import { normalizePath } from './path.js';
 import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
+import { acceptUpgrade } from './upgrade.js';
 import { peerOf } from './tls.js';
 import type { RouteStats } from './telemetry.js';
 
@@ -34,6 +35,8 @@ export interface ListenerDeps {
   readonly refused: RouteStats;
   /** Refusals are access-logged too: they are the requests whose failure most needs explaining. */
   readonly accessLog?: AccessLog;
+  /** The chain for WebSocket handshakes (pipeline.ts); without it, and for every other Upgrade (h2c), requests are served without upgrading. */
+  readonly upgrade?: Handler;
 }
 
 /** Counts exchanges in flight so a drain can wait for them. */
@@ -68,6 +71,11 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   server.on('request', onRequest);
   // Answer `Expect: 100-continue` ourselves, after admission (body.ts), not as soon as headers arrive.
   server.on('checkContinue', onRequest);
+  // HARDENING.md row 13: only a WebSocket handshake may become a tunnel, and only after the upstream's 101 (upgrade.ts).
+  const upgrade = deps.upgrade && { ...deps, handler: deps.upgrade };
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    acceptUpgrade(server, req, socket, head, upgrade && ((res) => serve(upgrade, inflight, req, res)));
+  });
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
     socket.end('HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
     deps.log.debug('connect_refused', { direction: deps.direction, target: req.url });

@@ -70,8 +70,27 @@ export function outboundPipeline(d: PipelineDeps, sourceService: string): Handle
   );
 }
 
-/** listener (mTLS) → trace → metrics and access log → authz → rate limit → app (through the same retry/balancer/pool stages, with one try). */
-export function inboundPipeline(d: InboundDeps): Handler {
+/**
+ * The terminal stage for WebSocket upgrades (websocket.ts), given where its clusters come from: the snapshot's on the
+ * outbound side, the local app on the inbound side.
+ */
+export type TunnelStage = (cluster: (service: string) => Cluster | undefined) => Handler;
+
+/**
+ * WebSocket upgrades, outbound: listener → trace → metrics and access log → route → handshake, then tunnel. No fault,
+ * body, mirror or retry stage: a handshake has no body, and once the upstream answered it cannot be tried again.
+ */
+export function outboundUpgradePipeline(d: PipelineDeps, sourceService: string, tunnel: TunnelStage): Handler {
+  return compose(
+    tunnel(d.cluster),
+    d.tracer && traceLayer(d.tracer, 'outbound'),
+    observeLayer(d.clock, d.telemetry.routeStats('outbound', sourceService, 'unknown', 'none'), d.accessLog),
+    routeLayer(d.routes, d.random),
+  );
+}
+
+/** The inbound stages before the app: who called (for metrics), and the app rule with XFCC. */
+function inboundStages(d: InboundDeps): { anonymous: RouteStats; identify: Layer; toApp: Layer } {
   const anonymous = d.telemetry.routeStats('inbound', 'unknown', d.service, 'inbound');
   const byPeer = new Map<string, RouteStats>();
   const statsFor = (peer: Exchange['peer']): RouteStats => {
@@ -92,6 +111,12 @@ export function inboundPipeline(d: InboundDeps): Handler {
     if (ex.peer) ex.headers['x-forwarded-client-cert'] = `By=${d.selfUri()};URI=${ex.peer.uri}`;
     return next(ex);
   };
+  return { anonymous, identify, toApp };
+}
+
+/** listener (mTLS) → trace → metrics and access log → authz → rate limit → app (through the same retry/balancer/pool stages, with one try). */
+export function inboundPipeline(d: InboundDeps): Handler {
+  const { anonymous, identify, toApp } = inboundStages(d);
   return compose(
     retryLayer({ ...d, cluster: () => d.appCluster() }, balanceTry(d.clock)),
     identify,
@@ -101,5 +126,19 @@ export function inboundPipeline(d: InboundDeps): Handler {
     rateLimitLayer(d.rateLimiter, () => d.telemetry.rateLimited.labels(d.service, d.service).inc()),
     toApp,
     bodyLayer(DEFAULTS.replayLimitBytes),
+  );
+}
+
+/** WebSocket upgrades, inbound: the same stages as any request (AccessPolicy on GET + path, rate limit, XFCC), then handshake and tunnel to the app. */
+export function inboundUpgradePipeline(d: InboundDeps, tunnel: TunnelStage): Handler {
+  const { anonymous, identify, toApp } = inboundStages(d);
+  return compose(
+    tunnel(() => d.appCluster()),
+    identify,
+    d.tracer && traceLayer(d.tracer, 'inbound'),
+    observeLayer(d.clock, anonymous, d.accessLog),
+    authzLayer(d.access, (policy) => d.telemetry.accessDenied.labels(d.service, policy).inc()),
+    rateLimitLayer(d.rateLimiter, () => d.telemetry.rateLimited.labels(d.service, d.service).inc()),
+    toApp,
   );
 }

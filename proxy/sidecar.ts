@@ -12,17 +12,21 @@ import { Cluster, ClusterSet, CONNECT_TIMEOUT_MS } from './cluster.js';
 import { configSource, loadSnapshot } from './config-source.js';
 export { ConfigError } from './config-source.js';
 import { CertificateManager } from './credentials.js';
+import { dialMesh } from './dial.js';
 import { createListener, InFlight } from './listener.js';
 import { createH2Listener, createOutboundFront } from './h2-listener.js';
-import { inboundPipeline, outboundPipeline } from './pipeline.js';
+import { inboundPipeline, inboundUpgradePipeline, outboundPipeline, outboundUpgradePipeline } from './pipeline.js';
 import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
+import { createSidecarTunnels } from './sidecar-tunnels.js';
 import { startStatsReporter } from './stats-report.js';
+import type { TcpListenerSpec } from './tcp-outbound.js';
 import { compileRuntime, dumpRuntime, type Identity, type Runtime } from './runtime.js';
 import { Telemetry } from './telemetry.js';
 import { createInboundServer, meshConnector } from './tls.js';
 import { SpanRing } from './trace-ring.js';
 import { Tracing } from './tracing.js';
+import { TUNNEL_IDLE_TIMEOUT_MS } from './tunnel.js';
 import { Watch } from './watch.js';
 
 export interface HostPort {
@@ -47,6 +51,10 @@ export interface SidecarOptions {
   readonly statsIntervalMs?: number;
   /** false: no trace layer at all (`--tracing off`); trace headers then pass through untouched, like any other header. */
   readonly tracing?: boolean;
+  /** `--tcp`: a loopback listener per `protocol: tcp` service the app calls. */
+  readonly tcp?: readonly TcpListenerSpec[];
+  /** WebSocket and TCP tunnels with no bytes either way for this long are closed; default 1 h. */
+  readonly tunnelIdleTimeoutMs?: number;
   readonly log: Logger;
   readonly clock?: Clock;
   readonly random?: Random;
@@ -55,7 +63,7 @@ export interface SidecarOptions {
 
 
 export interface Sidecar {
-  readonly addresses: { outbound: string; inbound: string; admin: string };
+  readonly addresses: { outbound: string; inbound: string; admin: string; tcp: Record<string, string> };
   /** Resolves once a config is applied (at once in standalone mode). */
   readonly configured: Promise<void>;
   /** Re-read the resources file (standalone mode); a file that fails validation changes nothing (as a NACK would). */
@@ -94,6 +102,9 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const clusters = new ClusterSet({
     clock, random, telemetry, log,
     connectorFor: (svc, _ep, h2) => meshConnector(credentials, spiffeUri({ trustDomain, namespace: svc.namespace, service: svc.name }), { telemetry, connectTimeoutMs: CONNECT_TIMEOUT_MS, h2 }),
+    dial: (svc, ep, alpn) => dialMesh(ep, {
+      credentials: credentials(), expected: spiffeUri({ trustDomain, namespace: svc.namespace, service: svc.name }), alpn, connectTimeoutMs: CONNECT_TIMEOUT_MS, telemetry,
+    }),
   });
   let appCluster: Cluster | undefined;
   let configuredResolve: () => void = () => undefined;
@@ -138,28 +149,35 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s),
     tracer: tracing && (() => tracing.active), accessLog,
   };
+  const tunnels = createSidecarTunnels({
+    clock, log, telemetry, service: me.service, cluster: deps.cluster, appCluster: () => appCluster, access: () => current().access,
+    idleTimeoutMs: o.tunnelIdleTimeoutMs ?? TUNNEL_IDLE_TIMEOUT_MS, tcp: o.tcp ?? [],
+  });
   const outIn = new InFlight();
   const inIn = new InFlight();
   const outboundDeps = {
     direction: 'outbound' as const, clock, log, handler: gate(outboundPipeline(deps, me.service)),
+    upgrade: gate(outboundUpgradePipeline(deps, me.service, tunnels.websocket)),
     refused: telemetry.routeStats('outbound', me.service, 'unknown', 'none'), accessLog,
   };
   const outboundHttp = createListener(outboundDeps, outIn);
   // h2c with prior knowledge (gRPC apps) shares the outbound port with HTTP/1.1.
   const outboundH2 = createH2Listener(outboundDeps, outIn);
   const outbound = createOutboundFront(outboundHttp, outboundH2.server);
+  const inboundChain = {
+    ...deps,
+    service: me.service,
+    appRule: () => current().appRule,
+    appCluster: () => appCluster as Cluster,
+    rateLimiter: () => current().rateLimiter,
+    access: () => current().access,
+    selfUri: () => selfUri,
+  };
   const inboundDeps = {
     direction: 'inbound' as const, clock, log,
     refused: telemetry.routeStats('inbound', 'unknown', me.service, 'inbound'), accessLog,
-    handler: gate(inboundPipeline({
-      ...deps,
-      service: me.service,
-      appRule: () => current().appRule,
-      appCluster: () => appCluster as Cluster,
-      rateLimiter: () => current().rateLimiter,
-      access: () => current().access,
-      selfUri: () => selfUri,
-    })),
+    handler: gate(inboundPipeline(inboundChain)),
+    upgrade: gate(inboundUpgradePipeline(inboundChain, tunnels.websocket)),
   };
   const inboundHttp = createListener(inboundDeps, inIn);
   const inboundH2 = createH2Listener(inboundDeps, inIn);
@@ -170,6 +188,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     wallNow,
     telemetry,
     log,
+    tcp: tunnels.tcpInbound,
   }, inboundH2.server);
   certs.credentials.subscribe(() => front.refresh());
   const inbound = front.server;
@@ -180,16 +199,18 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       log.info('drain_started', { inflight: outIn.count + inIn.count });
       outIn.draining = inIn.draining = true;
       // Listeners close first: no new connections; idle keep-alive connections are closed by close() itself.
-      const closed = Promise.all([outbound, inbound].map((s) => new Promise((r) => s.close(r))));
+      const closed = Promise.all([...[outbound, inbound].map((s) => new Promise((r) => s.close(r))), tunnels.closeListeners()]);
       // HTTP/2 clients get GOAWAY now, so they open new streams elsewhere while the open ones finish.
       outboundH2.drain();
       inboundH2.drain();
       outboundHttp.closeIdleConnections();
       let timer: { cancel(): void } | undefined;
       const deadline = new Promise<'timeout'>((r) => { timer = clock.setTimeout(() => r('timeout'), o.drainTimeoutMs); });
-      const result = await Promise.race([Promise.all([outIn.idle(), inIn.idle()]), deadline]);
+      // WebSocket and TCP tunnels get the same grace as requests, then are closed.
+      const result = await Promise.race([Promise.all([outIn.idle(), inIn.idle(), tunnels.idle()]), deadline]);
       timer?.cancel();
-      if (result === 'timeout') log.warn('drain_timeout', { inflight: outIn.count + inIn.count });
+      if (result === 'timeout') log.warn('drain_timeout', { inflight: outIn.count + inIn.count, tunnels: tunnels.open });
+      tunnels.closeAll();
       outboundHttp.closeAllConnections();
       inboundHttp.closeAllConnections();
       outboundH2.closeAll();
@@ -219,6 +240,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     outbound: await listen(outbound, o.outbound),
     inbound: await listen(inbound, o.inbound),
     admin: await listen(admin, o.admin),
+    tcp: await tunnels.listen(listen),
   };
   log.info('listening', { service: me.service, ...addresses });
   source.start(addresses.inbound, () => Math.floor((credentials()?.notAfter ?? 0) / 1000), addresses.admin);

@@ -22,8 +22,11 @@ export function peerOf(socket: net.Socket): Peer | undefined {
   return peers.get(socket) ?? (socket as net.Socket & { [PEER]?: Peer })[PEER];
 }
 
+/** ALPN id of a `protocol: tcp` connection between sidecars: raw bytes for the local app, not HTTP (tcp-inbound.ts). */
+export const TCP_ALPN = 'trellis-tcp/1';
+
 /** ALPN ids the inbound TLS server offers, in its order of preference. */
-export const INBOUND_ALPN: readonly string[] = ['h2', 'http/1.1'];
+export const INBOUND_ALPN: readonly string[] = ['h2', 'http/1.1', TCP_ALPN];
 
 export interface InboundTlsDeps {
   readonly credentials: () => Credentials | undefined;
@@ -32,6 +35,8 @@ export interface InboundTlsDeps {
   readonly wallNow: () => number;
   readonly telemetry: Telemetry;
   readonly log: Logger;
+  /** Takes verified connections that chose TCP_ALPN; without it they are closed. */
+  readonly tcp?: (socket: tls.TLSSocket, peer: Peer) => void;
 }
 
 function serverOptions(c: Credentials): tls.SecureContextOptions & tls.TlsOptions {
@@ -101,6 +106,11 @@ export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?:
     }
     peers.set(socket, reason);
     (socket as tls.TLSSocket & { [PEER]?: Peer })[PEER] = reason;
+    if (socket.alpnProtocol === TCP_ALPN) {
+      if (d.tcp) d.tcp(socket, reason);
+      else socket.destroy();
+      return;
+    }
     // ALPN h2 (sidecar-to-sidecar gRPC) goes to the HTTP/2 server running the same inbound pipeline.
     if (socket.alpnProtocol === 'h2' && h2app) h2app.emit('connection', socket);
     else app.emit('connection', socket);
@@ -154,6 +164,16 @@ export class PeerIdentityError extends Error {
   readonly code = 'ERR_MESH_PEER_IDENTITY';
 }
 
+/** The server-side identity check of every outbound mesh connection (pools and tunnels): exactly one SPIFFE id, `expected`. */
+export function serverIdentityCheck(expected: string): (host: string, cert: tls.PeerCertificate) => Error | undefined {
+  return (_host, cert) => {
+    const sans = uriSans(new X509Certificate(cert.raw));
+    if (sans.length !== 1 || !parseSpiffeUri(sans[0])) return new PeerIdentityError(`server presented ${sans.length} URI SANs, expected exactly one SPIFFE id`);
+    if (sans[0] !== expected) return new PeerIdentityError(`server identity is "${sans[0]}", expected "${expected}"`);
+    return undefined;
+  };
+}
+
 /**
  * An undici connector for one destination service: presents the sidecar's current certificate, trusts only the
  * mesh CA, and requires the server's SPIFFE id to be exactly `expected`. A new connector (and session cache) is built
@@ -162,12 +182,7 @@ export class PeerIdentityError extends Error {
 export function meshConnector(credentials: () => Credentials | undefined, expected: string, deps: { telemetry: Telemetry; connectTimeoutMs: number; h2?: boolean }): buildConnector.connector {
   let builtFor: Credentials | undefined;
   let connect: buildConnector.connector | undefined;
-  const checkServerIdentity = (_host: string, cert: tls.PeerCertificate): Error | undefined => {
-    const sans = uriSans(new X509Certificate(cert.raw));
-    if (sans.length !== 1 || !parseSpiffeUri(sans[0])) return new PeerIdentityError(`server presented ${sans.length} URI SANs, expected exactly one SPIFFE id`);
-    if (sans[0] !== expected) return new PeerIdentityError(`server identity is "${sans[0]}", expected "${expected}"`);
-    return undefined;
-  };
+  const checkServerIdentity = serverIdentityCheck(expected);
   return (opts, callback) => {
     const creds = credentials();
     if (!creds) {
