@@ -7,13 +7,26 @@ import type { Endpoint } from './endpoint.js';
 import { PeerIdentityError, serverIdentityCheck, verifyReason, isTlsFailure } from './tls.js';
 import type { Telemetry } from './telemetry.js';
 
-/** One secure context per certificate generation: building one parses the key and chain, too slow for every connection. */
-const contexts = new WeakMap<Credentials, tls.SecureContext>();
+/** TLS sessions kept per certificate generation, as the pools' connector keeps them (undici maxCachedSessions). */
+const MAX_CACHED_SESSIONS = 100;
 
-function contextFor(c: Credentials): tls.SecureContext {
-  let ctx = contexts.get(c);
-  if (!ctx) contexts.set(c, (ctx = tls.createSecureContext({ key: c.keyPem, cert: c.certPem, ca: c.caPem, minVersion: 'TLSv1.3' })));
-  return ctx;
+interface Generation {
+  /** Building a context parses the key and chain: too slow for every connection. */
+  readonly context: tls.SecureContext;
+  /** endpoint id → last session ticket, so a new tunnel resumes instead of a full handshake (insertion-ordered for eviction). */
+  readonly sessions: Map<string, Buffer>;
+}
+
+/** Keyed by the credentials object: a rotation starts a new generation, and the old one is dropped with it. */
+const generations = new WeakMap<Credentials, Generation>();
+
+function generationOf(c: Credentials): Generation {
+  let g = generations.get(c);
+  if (!g) {
+    g = { context: tls.createSecureContext({ key: c.keyPem, cert: c.certPem, ca: c.caPem, minVersion: 'TLSv1.3' }), sessions: new Map() };
+    generations.set(c, g);
+  }
+  return g;
 }
 
 export interface MeshDialOptions {
@@ -61,20 +74,30 @@ export function dialPlain(ep: Endpoint, connectTimeoutMs: number): Promise<net.S
  */
 export async function dialMesh(ep: Endpoint, o: MeshDialOptions): Promise<tls.TLSSocket> {
   if (!o.credentials) throw Object.assign(new Error('no workload certificate loaded'), { code: 'ERR_MESH_NO_CERTIFICATE' });
+  const g = generationOf(o.credentials);
+  const key = `${ep.id}\0${o.alpn}`;
   const socket = tls.connect({
     host: ep.host,
     port: ep.port,
     // SNI carries host names only; endpoints are usually addresses.
     servername: net.isIP(ep.host) ? undefined : ep.host,
-    secureContext: contextFor(o.credentials),
+    secureContext: g.context,
+    session: g.sessions.get(key),
     minVersion: 'TLSv1.3',
     rejectUnauthorized: true,
     checkServerIdentity: serverIdentityCheck(o.expected),
     ALPNProtocols: [o.alpn],
   });
+  socket.on('session', (ticket: Buffer) => {
+    g.sessions.delete(key);
+    if (g.sessions.size >= MAX_CACHED_SESSIONS) g.sessions.delete(g.sessions.keys().next().value as string);
+    g.sessions.set(key, ticket);
+  });
   try {
     await settle(socket, 'secureConnect', ep, o.connectTimeoutMs);
   } catch (err) {
+    // A ticket the server no longer takes would fail the next dial the same way.
+    g.sessions.delete(key);
     const code = (err as NodeJS.ErrnoException).code ?? '';
     const reason = err instanceof PeerIdentityError ? 'peer-identity' : isTlsFailure(code) ? verifyReason(code) : undefined;
     if (reason) o.telemetry.tlsHandshakeErrors.labels('outbound', reason).inc();

@@ -78,8 +78,8 @@ function guardResets(session: http2.ServerHttp2Session, clock: Clock, log: Logge
       }
       if (++resets === RESET_GUARD.maxResets + 1 && !session.destroyed) {
         log.warn('h2_reset_flood', { resets, window_ms: RESET_GUARD.windowMs });
-        // destroy() with a code sends it in the final GOAWAY before closing the socket.
-        session.destroy(undefined, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        // destroy() sends its code in the final GOAWAY (an undefined error would default the code to NO_ERROR).
+        session.destroy(new Error('stream reset flood'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
       }
     });
   });

@@ -1,9 +1,11 @@
 // End-to-end: gRPC (grpc-js client and server) through client sidecar → mTLS h2 → server sidecar → h2c app: call kinds, metadata, trailers, deadlines, retries, streams.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sumWhere } from './harness/prom.js';
 import { meshService } from './harness/mtls.js';
-import { echoClient, grpc, grpcService, startEchoServer, unaryCall, type EchoClient, type EchoServer } from './harness/grpc.js';
+import { echoClient, grpc, grpcService, startEchoServer, unaryCall, type EchoClient, type EchoServer, type Msg } from './harness/grpc.js';
 import { route, toYaml } from './harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from './harness/sidecar.js';
+import { waitFor } from './harness/wait.js';
 
 let app: EchoServer;
 let server: Sidecar;
@@ -44,5 +46,95 @@ describe('gRPC through two sidecars', () => {
     expect(r.trailers.get('x-trailer')).toEqual(['trailer:hello']);
     expect(app.lastMetadata['x-echo']).toBe('hello');
     expect(app.lastMetadata['x-forwarded-client-cert']).toMatch(/URI=spiffe:\/\/mesh\.local\/ns\/default\/sa\/gateway$/);
+  });
+
+  it('server streaming: every message in order, then trailers', async () => {
+    const md = new grpc.Metadata();
+    md.set('x-echo', 'ss');
+    const call = echo.serverStream({ text: 's', seq: 0, count: 500 }, md);
+    const got: number[] = [];
+    let initial: grpc.Metadata | undefined;
+    call.on('metadata', (m: grpc.Metadata) => { initial = m; });
+    call.on('data', (m: Msg) => got.push(m.seq));
+    const status = await new Promise<grpc.StatusObject>((resolve, reject) => { call.on('status', resolve); call.on('error', reject); });
+    expect(status.code).toBe(grpc.status.OK);
+    expect(got).toEqual([...Array(500).keys()]);
+    expect(initial?.get('x-initial')).toEqual(['initial:ss']);
+    expect(status.metadata.get('x-trailer')).toEqual(['trailer:ss']);
+  });
+
+  it('client streaming: the server sees every message; reply and trailers come back', async () => {
+    const md = new grpc.Metadata();
+    md.set('x-echo', 'cs');
+    let trailers: grpc.Metadata | undefined;
+    const reply = await new Promise<Msg>((resolve, reject) => {
+      const call = echo.clientStream(md, {}, (err, r) => (err ? reject(err) : resolve(r!)));
+      call.on('status', (s: grpc.StatusObject) => { trailers = s.metadata; });
+      for (let i = 0; i < 100; i++) call.write({ text: `m${i}`, seq: i });
+      call.end();
+    });
+    expect(reply.seq).toBe(100);
+    expect(reply.text.split(',')).toEqual([...Array(100).keys()].map((i) => `m${i}`));
+    await waitFor(() => trailers !== undefined, { what: 'the status event' });
+    expect(trailers?.get('x-trailer')).toEqual(['trailer:cs']);
+  });
+
+  it('bidi: 10,000 messages arrive complete and in order, with metadata and trailers', async () => {
+    const md = new grpc.Metadata();
+    md.set('x-echo', 'bidi');
+    const call = echo.bidi(md);
+    const N = 10_000;
+    const got: number[] = [];
+    let initial: grpc.Metadata | undefined;
+    call.on('metadata', (m: grpc.Metadata) => { initial = m; });
+    call.on('data', (m: Msg) => got.push(m.seq));
+    const status = new Promise<grpc.StatusObject>((resolve, reject) => { call.on('status', resolve); call.on('error', reject); });
+    // Written with backpressure, so the test exercises flow control through both sidecars rather than one big buffer.
+    for (let i = 0; i < N; i++) {
+      if (!call.write({ text: `b${i}`, seq: i })) await new Promise((r) => call.once('drain', r));
+    }
+    call.end();
+    const s = await status;
+    expect(s.code).toBe(grpc.status.OK);
+    expect(got.length).toBe(N);
+    expect(got.every((v, i) => v === i)).toBe(true);
+    expect(initial?.get('x-initial')).toEqual(['initial:bidi']);
+    expect(s.metadata.get('x-trailer')).toEqual(['trailer:bidi']);
+  }, 30_000);
+
+  it('an UNAVAILABLE first attempt (Trailers-Only) is retried to success', async () => {
+    const before = app.calls.unary ?? 0;
+    const r = await unaryCall(echo, { text: 'flaky-1', seq: 1, failFirst: grpc.status.UNAVAILABLE });
+    expect(r.reply.text).toBe('echo-1:flaky-1');
+    expect((app.calls.unary ?? 0) - before).toBe(2);
+    expect(sumWhere(await client.samples('mesh_retries_total'), { destination_service: 'echo', reason: 'unavailable' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a status the route does not list (INTERNAL) is not retried', async () => {
+    const before = app.calls.unary ?? 0;
+    await expect(unaryCall(echo, { text: 'broken-1', seq: 1, failFirst: grpc.status.INTERNAL })).rejects.toMatchObject({ code: grpc.status.INTERNAL });
+    expect((app.calls.unary ?? 0) - before).toBe(1);
+  });
+
+  it('a deadline that expires at the second hop: DEADLINE_EXCEEDED, the app got a shrunk grpc-timeout and was cancelled', async () => {
+    const cancelledBefore = app.cancelled;
+    const err = await unaryCall(echo, { text: 'slow', seq: 1, delayMs: 5_000 }, new grpc.Metadata(), { deadline: Date.now() + 400 })
+      .then(() => undefined, (e: grpc.ServiceError) => e);
+    expect(err?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    // The app saw less than the 400 ms the client gave: each sidecar took off the time already spent.
+    expect(app.lastDeadlineMs).toBeLessThan(400);
+    expect(app.lastDeadlineMs).toBeGreaterThan(0);
+    await waitFor(() => app.cancelled > cancelledBefore, { what: 'the app call to be cancelled' });
+    // The server sidecar (second hop) ended the call itself with DEADLINE_EXCEEDED, counted under grpc_status 4.
+    await waitFor(async () => sumWhere(await server.samples('mesh_requests_total'), { direction: 'inbound', grpc_status: '4' }) >= 1, {
+      what: 'inbound mesh_requests_total{grpc_status="4"} on the server sidecar',
+    });
+  });
+
+  it('metrics carry grpc_status', async () => {
+    const ok = sumWhere(await client.samples('mesh_requests_total'), { direction: 'outbound', destination_service: 'echo', grpc_status: '0' });
+    expect(ok).toBeGreaterThanOrEqual(4);
+    const http = await client.samples('mesh_requests_total');
+    expect(http.every((s) => 'grpc_status' in s.labels)).toBe(true);
   });
 });
