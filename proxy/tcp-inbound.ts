@@ -38,7 +38,11 @@ export function tcpInbound(d: TcpInboundDeps): (socket: tls.TLSSocket, peer: Pee
   return (socket, peer) => {
     socket.on('error', () => socket.destroy());
     const app = d.appCluster();
-    if (!app || app.protocol !== 'tcp') {
+    if (!app) {
+      refuse(socket, 'connect-failed', { caller: peer.uri, reason: 'no config yet' });
+      return;
+    }
+    if (app.protocol !== 'tcp') {
       refuse(socket, 'not-tcp', { caller: peer.uri, reason: `service "${d.service}" is not protocol: tcp` });
       return;
     }

@@ -28,7 +28,7 @@ export interface TcpListenerSpec {
   readonly listen: { readonly host: string; readonly port: number };
 }
 
-type Result = 'ok' | 'connect-failed' | 'no-healthy-upstream';
+type Result = 'ok' | 'connect-failed' | 'no-healthy-upstream' | 'not-tcp';
 
 /**
  * Dials endpoints of `cluster` until one answers, at most TCP_CONNECT_ATTEMPTS, each bounded by the cluster's connect
@@ -62,6 +62,13 @@ async function serveConnection(service: string, client: net.Socket, d: TcpOutbou
   client.on('error', () => client.destroy());
   const count = (result: Result) => d.telemetry.tcpConnections.labels('outbound', service, result).inc();
   const cluster = d.cluster(service);
+  if (cluster && cluster.protocol !== 'tcp') {
+    // The callee's sidecar would refuse it anyway (tcp-inbound.ts); say why here, where the operator looks.
+    d.log.warn('tcp_refused', { service, reason: `service "${service}" is protocol: ${cluster.protocol}, not tcp` });
+    count('not-tcp');
+    client.destroy();
+    return;
+  }
   const up = cluster ? await dialSome(cluster, d, client) : 'no-healthy-upstream';
   if (typeof up === 'string') {
     count(up);

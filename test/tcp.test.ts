@@ -128,7 +128,18 @@ describe('TCP through api → mTLS (ALPN trellis-tcp/1) → db', () => {
     expect(out.closedByPeer).toBe(true);
     expect(out.data.length).toBe(0);
     expect(sumWhere(await api.samples('mesh_tcp_connections_total'), { direction: 'inbound', result: 'not-tcp' })).toBe(before + 1);
-  }, 20_000);
+
+    // And the caller's side says so before dialling: --tcp for an http service.
+    const probe = await startSidecar({
+      service: 'probe',
+      resources: toYaml([...meshService({ name: 'probe' }), ...meshService({ name: 'api', endpoints: [api.inbound] })]),
+      extraArgs: ['--tcp', 'api=127.0.0.1:0'],
+    });
+    const refused = await tcpExchange(tcpAddress(probe, 'api'), [Buffer.from('hello')], 1, 10_000);
+    expect(refused.closedByPeer).toBe(true);
+    expect(refused.data.length).toBe(0);
+    expect(sumWhere(await probe.samples('mesh_tcp_connections_total'), { direction: 'outbound', destination_service: 'api', result: 'not-tcp' })).toBe(1);
+  }, 30_000);
 
   it('a dead endpoint costs a connect failure, then the connection goes to the live one', async () => {
     const dead = await closedPort();
