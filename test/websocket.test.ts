@@ -167,8 +167,8 @@ describe('WebSocket through gateway → mTLS → echo', () => {
     expect(sumWhere(await echo.samples('mesh_access_denied_total'), { destination_service: 'echo', policy: 'no-private' })).toBe(before + 1);
   }, 20_000);
 
-  it('a tunnel with no bytes either way for --tunnel-idle-timeout is closed; traffic keeps it open', async () => {
-    const quick = await startSidecar({ service: 'gateway', resources: clientResources(echo), extraArgs: ['--tunnel-idle-timeout', '1s'] });
+  it('a tunnel with no bytes either way for --tunnel-idle-timeout is closed; traffic keeps it open; a drain closes what is left', async () => {
+    const quick = await startSidecar({ service: 'gateway', resources: clientResources(echo), extraArgs: ['--tunnel-idle-timeout', '1s', '--drain-timeout', '500ms'] });
     const ws = connect(quick, '/idle');
     await withDeadline(once(ws, 'open'), 10_000, 'the WebSocket to open');
     let closedAt = 0;
@@ -183,6 +183,12 @@ describe('WebSocket through gateway → mTLS → echo', () => {
     expect(closedAt).toBe(0);
     await waitFor(() => closedAt > 0, { timeoutMs: 10_000, what: 'the idle tunnel to close' });
     expect(closedAt - quietFrom).toBeGreaterThanOrEqual(900);
-    await quick.stop();
+
+    // SIGTERM with a tunnel open: it gets the drain timeout, then is closed, and the sidecar exits 0.
+    const open = connect(quick, '/drain');
+    await withDeadline(once(open, 'open'), 10_000, 'the second WebSocket to open');
+    const closed = once(open, 'close');
+    expect(await quick.stop('SIGTERM', 10_000)).toBe(0);
+    await withDeadline(closed, 5_000, 'the drained tunnel to close');
   }, 40_000);
 });
