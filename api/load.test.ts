@@ -62,8 +62,8 @@ describe('loadResources rejects bad input with exact messages', () => {
       ),
       [
         't.yaml:8 Route/a spec.rules[0].retries.attempts: must be an integer 1..10',
-        't.yaml:8 Route/a spec.rules[0].retries.retryOn[1]: must be one of: connect-failure, refused-stream, reset, gateway-error, 5xx, retriable-4xx, or a status 100..599',
-        't.yaml:8 Route/a spec.rules[0].retries.retryOn[2]: must be one of: connect-failure, refused-stream, reset, gateway-error, 5xx, retriable-4xx, or a status 100..599',
+        't.yaml:8 Route/a spec.rules[0].retries.retryOn[1]: must be one of: connect-failure, refused-stream, reset, gateway-error, 5xx, retriable-4xx, unavailable, cancelled, deadline-exceeded, resource-exhausted, or a status 100..599',
+        't.yaml:8 Route/a spec.rules[0].retries.retryOn[2]: must be one of: connect-failure, refused-stream, reset, gateway-error, 5xx, retriable-4xx, unavailable, cancelled, deadline-exceeded, resource-exhausted, or a status 100..599',
         't.yaml:9 Route/a spec.rules[0].fault.delay.percent: must be a number 0..100',
         't.yaml:9 Route/a spec.rules[0].fault.abort.status: must be an integer 200..599',
         't.yaml:10 Route/a spec.rules[0].rewrite.pathPrefix: must start with "/"',
