@@ -43,6 +43,9 @@ export function createH2Listener(deps: ListenerDeps, inflight: InFlight): H2List
   const onRequest = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => serve(deps, inflight, req, res);
   server.on('request', onRequest);
   server.on('checkContinue', onRequest);
+  // The sockets come from our own net listeners (default Nagle on): without this, small HEADERS-only responses wait for
+  // the peer's delayed ACK (measured: gRPC unary mean 13.6 ms at 64 streams, sidecars half idle).
+  server.on('connection', (socket: net.Socket) => socket.setNoDelay(true));
   server.on('session', (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
