@@ -1,7 +1,7 @@
 // One try: pick an endpoint with the cluster's balancer, pass the circuit limits, forward through its pool, report health.
 import { MeshError } from '../api/errors.js';
 import type { Clock } from '../api/clock.js';
-import { formatGrpcTimeout } from './grpc.js';
+import { formatGrpcTimeout, GRPC_STATUS } from './grpc.js';
 import { forwardH2 } from './h2-forward.js';
 import { headerValue } from './headers.js';
 import { forward, type AttemptResult, type RequestBody } from './pool.js';
@@ -9,6 +9,7 @@ import type { TryHandler } from './retry.js';
 
 /** A failed try is fed to EWMA as at least this slow, so a fast-failing endpoint does not look attractive. */
 const FAILURE_PENALTY_MS = 1_000;
+const UNAVAILABLE_LABEL = String(GRPC_STATUS.UNAVAILABLE);
 
 export function balanceTry(clock: Clock): TryHandler {
   return async (ex, t) => {
@@ -56,9 +57,10 @@ export function balanceTry(clock: Clock): TryHandler {
     }
     const rtt = clock.now() - t0;
     let ok: boolean;
+    // gRPC errors travel as HTTP 200: UNAVAILABLE counts against the endpoint as a 503 would (Envoy maps it so too).
     if (result.kind === 'failed') ok = false;
-    else if (result.kind === 'declined') ok = result.status < 500;
-    else ok = ex.res.statusCode < 500;
+    else if (result.kind === 'declined') ok = result.status < 500 && result.grpcStatus !== GRPC_STATUS.UNAVAILABLE;
+    else ok = ex.res.statusCode < 500 && ex.grpcStatus !== UNAVAILABLE_LABEL;
     ep.observe(ok ? rtt : Math.max(rtt, FAILURE_PENALTY_MS), clock.now());
     // A client that went away says nothing about the endpoint's health.
     if (!ex.clientGone) cluster.report(ep, ok);

@@ -68,6 +68,8 @@ export function classifyUpstreamError(err: unknown, endpoint: Endpoint): MeshErr
     case 'ERR_TLS_CERT_ALTNAME_INVALID':
     case 'ERR_MESH_PEER_IDENTITY':
     case 'ERR_MESH_NO_CERTIFICATE':
+    case 'ERR_MESH_NO_H2':
+    case 'ERR_MESH_POOL_CLOSED':
       return new MeshError('upstream-connect-failed', `connect to ${endpoint.id} failed: ${code || msg}`, { cause: err });
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'UND_ERR_BODY_TIMEOUT':

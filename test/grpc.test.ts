@@ -1,8 +1,9 @@
 // End-to-end: gRPC (grpc-js client and server) through client sidecar → mTLS h2 → server sidecar → h2c app: call kinds, metadata, trailers, deadlines, retries, streams.
+import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sumWhere } from './harness/prom.js';
-import { meshService } from './harness/mtls.js';
-import { echoClient, grpc, grpcService, startEchoServer, unaryCall, type EchoClient, type EchoServer, type Msg } from './harness/grpc.js';
+import { issueClientCert, meshCa, meshService } from './harness/mtls.js';
+import { echoClient, grpc, grpcFrame, grpcService, startEchoServer, unaryCall, type EchoClient, type EchoServer, type Msg } from './harness/grpc.js';
 import { route, toYaml } from './harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from './harness/sidecar.js';
 import { waitFor } from './harness/wait.js';
@@ -125,7 +126,38 @@ describe('gRPC through two sidecars', () => {
     expect(app.lastDeadlineMs).toBeLessThan(400);
     expect(app.lastDeadlineMs).toBeGreaterThan(0);
     await waitFor(() => app.cancelled > cancelledBefore, { what: 'the app call to be cancelled' });
-    // The server sidecar (second hop) ended the call itself with DEADLINE_EXCEEDED, counted under grpc_status 4.
+  });
+
+  it('the second hop enforces grpc-timeout by itself: DEADLINE_EXCEEDED made by the server sidecar, app cancelled', async () => {
+    // Straight to the server sidecar's inbound port (mTLS, ALPN h2) with no client-side timer, so only the second hop
+    // can end the call: which of two hops with exactly propagated deadlines fires first is otherwise a race.
+    const cert = await issueClientCert('gateway');
+    const session = http2.connect(`https://${server.inbound}`, {
+      key: cert.keyPem, cert: cert.certPem, ca: (await meshCa()).certPem, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined,
+    });
+    session.on('error', () => undefined);
+    const cancelledBefore = app.cancelled;
+    const started = Date.now();
+    const got = await new Promise<{ headers: http2.IncomingHttpHeaders; trailers?: http2.IncomingHttpHeaders }>((resolve, reject) => {
+      const s = session.request({
+        ':method': 'POST', ':path': '/trellis.test.Echo/Unary', ':authority': 'echo', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '300m',
+      });
+      let headers: http2.IncomingHttpHeaders = {};
+      let trailers: http2.IncomingHttpHeaders | undefined;
+      s.on('response', (h) => { headers = h; });
+      s.on('trailers', (t) => { trailers = t; });
+      s.on('error', reject);
+      s.on('close', () => resolve({ headers, trailers }));
+      s.resume();
+      s.end(grpcFrame({ text: 'slow-direct', seq: 1, delayMs: 5_000 }));
+    });
+    session.close();
+    const status = got.trailers?.['grpc-status'] ?? got.headers['grpc-status'];
+    expect(status).toBe('4');
+    expect(got.headers['x-mesh-error'] ?? got.trailers?.['x-mesh-error']).toBe('upstream-timeout');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    expect(app.lastDeadlineMs).toBeLessThan(300);
+    await waitFor(() => app.cancelled > cancelledBefore, { what: 'the app call to be cancelled' });
     await waitFor(async () => sumWhere(await server.samples('mesh_requests_total'), { direction: 'inbound', grpc_status: '4' }) >= 1, {
       what: 'inbound mesh_requests_total{grpc_status="4"} on the server sidecar',
     });

@@ -124,6 +124,14 @@ export function unaryCall(c: EchoClient, m: Msg, md = new grpc.Metadata(), o: gr
   });
 }
 
+/** One length-prefixed gRPC message (uncompressed), for tests that speak HTTP/2 directly. */
+export function grpcFrame(m: Msg): Buffer {
+  const body = Buffer.from(EchoService.service.Unary.requestSerialize(m));
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(body.length, 1);
+  return Buffer.concat([prefix, body]);
+}
+
 const doc = (kind: string, name: string, spec: Record<string, unknown>): Doc => ({ apiVersion: 'mesh/v1', kind, metadata: { name }, spec });
 
 /** Service (protocol grpc) + Endpoints (if any) + TrafficPolicy with mesh mTLS. */
