@@ -95,7 +95,8 @@ function guardResets(session: http2.ServerHttp2Session, clock: Clock, log: Logge
  * parser takes the socket.
  */
 export function createOutboundFront(http1: http.Server, h2: http2.Http2Server): net.Server {
-  return net.createServer((socket) => {
+  // noDelay as http.Server sets it on the sockets it accepts itself: this listener accepts them for it now.
+  return net.createServer({ noDelay: true }, (socket) => {
     socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy());
     socket.on('error', () => socket.destroy());
     let seen: Buffer = Buffer.alloc(0);
