@@ -5,6 +5,9 @@ import type tls from 'node:tls';
 import type { buildConnector } from 'undici';
 import type { Endpoint } from './endpoint.js';
 
+/** How long close() lets open streams finish before the session is destroyed. */
+const CLOSE_GRACE_MS = 1_000;
+
 export interface H2PoolSettings {
   readonly connectTimeoutMs: number;
   /** A session with no open stream for this long is closed (GOAWAY); the next request opens a new one. */
@@ -103,12 +106,25 @@ export class H2Pool {
     });
   }
 
-  /** Graceful: open streams finish, no new ones start. */
+  /**
+   * Graceful: open streams finish, no new ones start; bounded, because node:http2 does not always call close()'s
+   * callback for a session that is itself closing after the server's GOAWAY (seen on Node 20), and a sidecar's
+   * shutdown must not hang on it.
+   */
   close(): Promise<void> {
     this.closed = true;
     const s = this.session;
     this.session = undefined;
     if (!s || s.closed || s.destroyed) return Promise.resolve();
-    return new Promise((resolve) => s.close(() => resolve()));
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        s.destroy();
+        resolve();
+      }, CLOSE_GRACE_MS);
+      s.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 }
