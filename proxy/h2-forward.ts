@@ -185,6 +185,13 @@ class H2Attempt {
     if (!this.committed || this.settled) return;
     const ex = this.r.ex;
     const t = this.trailers;
+    if (ex.grpc && (t === undefined || grpcStatusOf(t) === undefined)) {
+      // A gRPC response always ends with a status; one without was cut off (the upstream's session went away).
+      this.stream?.close(NGHTTP2_CANCEL);
+      respondError(ex, new MeshError('upstream-reset', `upstream ${this.r.endpoint.id} ended the call without a grpc-status`));
+      this.finish({ kind: 'committed' });
+      return;
+    }
     if (t) {
       const g = grpcStatusOf(t);
       if (g !== undefined) ex.grpcStatus = grpcStatusLabel(g);

@@ -12,6 +12,9 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 /** How long a new connection may take to say which protocol it speaks (slowloris). */
 const SNIFF_TIMEOUT_MS = 10_000;
 
+/** How long closeAll() waits for sessions to finish closing by themselves. */
+const CLOSE_GRACE_MS = 1_000;
+
 /**
  * Rapid reset (CVE-2023-44487): nghttp2 already closes a session after a burst of 1,000 client resets (then 33 a
  * second) with INTERNAL_ERROR. This per-session token bucket is stricter (half the burst, the same rate), so abuse
@@ -33,8 +36,12 @@ export interface H2Listener {
   readonly server: http2.Http2Server;
   /** Drain: GOAWAY to every session; streams already open finish. */
   drain(): void;
-  /** After the drain deadline: close whatever is left. */
-  closeAll(): void;
+  /**
+   * After the drain: sessions closing since drain() end once their last stream has flushed its trailers; any still
+   * open after CLOSE_GRACE_MS are destroyed. (An exchange counts as done when its response was ended, which for
+   * HTTP/2 is before the frames are written, so destroying at once would cut the last trailers off.)
+   */
+  closeAll(): Promise<void>;
 }
 
 /** An HTTP/2 server (no TLS of its own: the TLS front door or the outbound sniffer hands it sockets) serving the pipeline. */
@@ -62,8 +69,13 @@ export function createH2Listener(deps: ListenerDeps, inflight: InFlight): H2List
     drain() {
       for (const s of sessions) s.close();
     },
-    closeAll() {
-      for (const s of sessions) s.destroy();
+    async closeAll() {
+      await Promise.all([...sessions].map((s) => new Promise<void>((resolve) => {
+        if (s.destroyed) return resolve();
+        const timer = setTimeout(() => { s.destroy(); resolve(); }, CLOSE_GRACE_MS);
+        s.once('close', () => { clearTimeout(timer); resolve(); });
+        s.close();
+      })));
     },
   };
 }

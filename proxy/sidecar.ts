@@ -213,8 +213,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       tunnels.closeAll();
       outboundHttp.closeAllConnections();
       inboundHttp.closeAllConnections();
-      outboundH2.closeAll();
-      inboundH2.closeAll();
+      await Promise.all([outboundH2.closeAll(), inboundH2.closeAll()]);
       await closed;
       log.info('drain_finished', {});
     })();
