@@ -102,7 +102,6 @@ class H2Attempt {
     }
     this.stream = stream;
     stream.on('response', (headers, flags) => this.onResponse(headers, flags));
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('trailers', (t) => { this.trailers = t; });
     stream.on('end', () => this.onEnd());
     stream.on('error', () => undefined);
@@ -170,6 +169,9 @@ class H2Attempt {
     }
     // Streaming calls: the client sees the response metadata before the first message.
     if (ex.grpc) (res as { flushHeaders?: () => void }).flushHeaders?.();
+    // Only now: node:http2 emits 'response' on the next tick, but DATA read in the same chunk as the HEADERS would be
+    // emitted at once to a listener already attached, and dropped as arriving before the response (seen under load).
+    this.stream?.on('data', (chunk: Buffer) => this.onData(chunk));
   }
 
   private onData(chunk: Buffer): void {
