@@ -114,31 +114,29 @@ function inboundStages(d: InboundDeps): { anonymous: RouteStats; identify: Layer
   return { anonymous, identify, toApp };
 }
 
-/** listener (mTLS) → trace → metrics and access log → authz → rate limit → app (through the same retry/balancer/pool stages, with one try). */
-export function inboundPipeline(d: InboundDeps): Handler {
+/** The inbound stages every request and upgrade passes, outermost first: who called, trace, metrics, authz, rate limit, app rule. */
+function inboundFront(d: InboundDeps): Layer[] {
   const { anonymous, identify, toApp } = inboundStages(d);
-  return compose(
-    retryLayer({ ...d, cluster: () => d.appCluster() }, balanceTry(d.clock)),
+  return [
     identify,
-    d.tracer && traceLayer(d.tracer, 'inbound'),
+    ...(d.tracer ? [traceLayer(d.tracer, 'inbound')] : []),
     observeLayer(d.clock, anonymous, d.accessLog),
     authzLayer(d.access, (policy) => d.telemetry.accessDenied.labels(d.service, policy).inc()),
     rateLimitLayer(d.rateLimiter, () => d.telemetry.rateLimited.labels(d.service, d.service).inc()),
     toApp,
+  ];
+}
+
+/** listener (mTLS) → trace → metrics and access log → authz → rate limit → app (through the same retry/balancer/pool stages, with one try). */
+export function inboundPipeline(d: InboundDeps): Handler {
+  return compose(
+    retryLayer({ ...d, cluster: () => d.appCluster() }, balanceTry(d.clock)),
+    ...inboundFront(d),
     bodyLayer(DEFAULTS.replayLimitBytes),
   );
 }
 
 /** WebSocket upgrades, inbound: the same stages as any request (AccessPolicy on GET + path, rate limit, XFCC), then handshake and tunnel to the app. */
 export function inboundUpgradePipeline(d: InboundDeps, tunnel: TunnelStage): Handler {
-  const { anonymous, identify, toApp } = inboundStages(d);
-  return compose(
-    tunnel(() => d.appCluster()),
-    identify,
-    d.tracer && traceLayer(d.tracer, 'inbound'),
-    observeLayer(d.clock, anonymous, d.accessLog),
-    authzLayer(d.access, (policy) => d.telemetry.accessDenied.labels(d.service, policy).inc()),
-    rateLimitLayer(d.rateLimiter, () => d.telemetry.rateLimited.labels(d.service, d.service).inc()),
-    toApp,
-  );
+  return compose(tunnel(() => d.appCluster()), ...inboundFront(d));
 }
