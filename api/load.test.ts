@@ -80,6 +80,21 @@ describe('loadResources rejects bad input with exact messages', () => {
       ['t.yaml:6 TrafficPolicy/a spec.loadBalancer.hashOn: is required for ring-hash'],
     ],
     [
+      'rate limit keys: other words, bad header names, unknown fields, no header',
+      `${head('TrafficPolicy')}spec:\n  service: a\n  rateLimit:\n    requestsPerSecond: 20\n    burst: 40\n    key: client\n---\n` +
+        `${head('TrafficPolicy', 'b')}spec:\n  service: b\n  rateLimit: { requestsPerSecond: 1, burst: 1, key: { header: "x shop" } }\n---\n` +
+        `${head('TrafficPolicy', 'c')}spec:\n  service: c\n  rateLimit: { requestsPerSecond: 1, burst: 1, key: { header: x-a, source: true } }\n---\n` +
+        `${head('TrafficPolicy', 'd')}spec:\n  service: d\n  rateLimit: { requestsPerSecond: 1, burst: 1, key: {} }\n---\n` +
+        `${head('TrafficPolicy', 'e')}spec:\n  service: e\n  rateLimit: { requestsPerSecond: 1, burst: 1, key: [source] }\n`,
+      [
+        't.yaml:9 TrafficPolicy/a spec.rateLimit.key: must be "source" or { header: NAME }',
+        't.yaml:16 TrafficPolicy/b spec.rateLimit.key.header: must be a valid header name',
+        't.yaml:23 TrafficPolicy/c spec.rateLimit.key.source: unknown field',
+        't.yaml:30 TrafficPolicy/d spec.rateLimit.key.header: is required',
+        't.yaml:37 TrafficPolicy/e spec.rateLimit.key: must be "source" or { header: NAME }',
+      ],
+    ],
+    [
       'endpoint addresses',
       `${head('Endpoints')}spec:\n  service: a\n  endpoints:\n    - address: "127.0.0.1:0"\n    - address: "::1:80"\n    - address: "[::1]:80"\n`,
       [
@@ -174,6 +189,16 @@ describe('loadResources fills defaults', () => {
     });
     expect(only(head('Service')).spec).toEqual({ protocol: 'http' });
     expect(only(head('MeshConfig', 'default')).spec).toEqual(DEFAULTS.meshConfig);
+  });
+
+  it.each([
+    ['{ requestsPerSecond: 20, burst: 40 }', { requestsPerSecond: 20, burst: 40 }],
+    ['{ requestsPerSecond: 20, burst: 40, key: source }', { requestsPerSecond: 20, burst: 40, key: 'source' }],
+    ['{ requestsPerSecond: 20, burst: 40, key: { header: X-Shop-Client } }', { requestsPerSecond: 20, burst: 40, key: { header: 'x-shop-client' } }],
+    ['{ requestsPerSecond: 20, burst: 40, key: null }', { requestsPerSecond: 20, burst: 40 }],
+  ])('accepts rateLimit %s', (text, want) => {
+    const tp = only(`${head('TrafficPolicy')}spec: { service: a, rateLimit: ${text} }\n`) as TrafficPolicyResource;
+    expect(tp.spec.rateLimit).toEqual(want);
   });
 
   it('parses endpoint addresses into host and port', () => {

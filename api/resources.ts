@@ -94,6 +94,16 @@ export interface RouteSpec {
 
 export type LoadBalancerPolicy = 'ewma' | 'least-request' | 'round-robin' | 'random' | 'ring-hash';
 
+/** Whose bucket a request takes from: the calling service (`source`), or each distinct value of a request header. */
+export type RateLimitKey = 'source' | { readonly header: string };
+
+/** One token bucket per limited service, or per client when `key` is set. */
+export interface RateLimitSpec {
+  readonly requestsPerSecond: number;
+  readonly burst: number;
+  readonly key?: RateLimitKey;
+}
+
 export interface TrafficPolicySpec {
   readonly service: string;
   readonly loadBalancer: { readonly policy: LoadBalancerPolicy; readonly hashOn?: { readonly header: string } };
@@ -107,7 +117,7 @@ export interface TrafficPolicySpec {
     readonly maxEjectionPercent: number;
   };
   readonly retryBudget: { readonly ratio: number; readonly minPerSecond: number };
-  readonly rateLimit?: { readonly requestsPerSecond: number; readonly burst: number };
+  readonly rateLimit?: RateLimitSpec;
 }
 
 export interface AccessRule {

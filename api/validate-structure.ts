@@ -7,6 +7,7 @@ import type {
   EndpointsSpec,
   Kind,
   MeshConfigSpec,
+  RateLimitKey,
   RetryCondition,
   RetrySpec,
   RouteMatch,
@@ -217,6 +218,15 @@ const loadBalancer = map(
   },
 );
 
+const headerKey = object({ header: headerName() }, { required: ['header'] });
+
+/** `source` or `{ header: NAME }`: the schema DSL has no unions, so the string form is told apart here. */
+const rateLimitKey: Validator<RateLimitKey> = (value, path, ctx) => {
+  if (value === 'source') return 'source';
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) return headerKey(value, path, ctx);
+  return report(ctx, path, 'must be "source" or { header: NAME }');
+};
+
 const subsets = map(array(object({ name: name(), labels: labels() }, { required: ['name'] })), (ss, path, ctx) => {
   const seen = new Set<string>();
   let ok = true;
@@ -246,7 +256,7 @@ const trafficPolicySpec: Validator<TrafficPolicySpec> = map(
       }),
       retryBudget: object({ ratio: number(0, 1), minPerSecond: integer(0, 1_000_000) }),
       rateLimit: object(
-        { requestsPerSecond: number(0, 1_000_000), burst: integer(1, 1_000_000) },
+        { requestsPerSecond: number(0, 1_000_000), burst: integer(1, 1_000_000), key: rateLimitKey },
         { required: ['requestsPerSecond', 'burst'] },
       ),
     },

@@ -4,7 +4,7 @@ import { DEFAULTS } from '../api/resources.js';
 import type { ServiceConfig, Snapshot } from '../api/snapshot.js';
 import { defaultTrafficPolicy } from '../control-plane/compiler.js';
 import { compileAccess, type AccessTable } from './authz.js';
-import { TokenBucket, type RateLimiter } from './rate-limit.js';
+import { compileRateLimiter, type RateLimiter } from './rate-limit.js';
 import type { CompiledRule, RouteTable } from './compiled.js';
 import { compileRoutes, compileRule } from './route.js';
 import type { Telemetry } from './telemetry.js';
@@ -59,13 +59,10 @@ export function compileRuntime(snapshot: Snapshot, me: Identity, telemetry: Tele
     retries: { ...DEFAULTS.retries, attempts: 1 },
     retryNonIdempotent: false,
   }, telemetry, me.service);
-  const rl = ownPolicy.rateLimit;
-  const prevRl = previous?.snapshot.services.find((s) => s.name === me.service)?.policy.rateLimit;
-  // Keep the bucket (and its tokens) when the limit did not change, so a config push does not reset it.
-  const rateLimiter = !rl ? undefined
-    : previous?.rateLimiter && prevRl && prevRl.requestsPerSecond === rl.requestsPerSecond && prevRl.burst === rl.burst
-      ? previous.rateLimiter
-      : new TokenBucket(rl, clock);
+  const rateLimiter = compileRateLimiter(ownPolicy.rateLimit, clock, previous && {
+    spec: previous.snapshot.services.find((s) => s.name === me.service)?.policy.rateLimit,
+    limiter: previous.rateLimiter,
+  });
   return Object.freeze({
     snapshot, routes: compileRoutes(snapshot, telemetry, me.service), appRule, appConfig, rateLimiter,
     access: compileAccess(snapshot, me.service, me.namespace),
