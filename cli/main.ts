@@ -10,10 +10,12 @@ import { applyCommand, APPLY_USAGE, deleteCommand, DELETE_USAGE, diffCommand, DI
 import { tokenCommand, TOKEN_USAGE } from './token-cmd.js';
 import { checkCommand, CHECK_USAGE, statusCommand, STATUS_USAGE } from './status-cmd.js';
 import { statCommand, STAT_USAGE } from './stat-cmd.js';
+import { upCommand, UP_USAGE } from './up-cmd.js';
 
 const USAGE = `mesh — the Trellis service mesh
 
 Commands:
+  ${UP_USAGE}
   mesh validate -f FILE [-f FILE…]     check resources offline; exit 1 with FILE:LINE Kind/name field.path: message lines
   ${CONTROL_PLANE_USAGE}
   ${SIDECAR_USAGE}
@@ -41,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const ADMIN_HELP: Record<string, string> = {
-    apply: APPLY_USAGE, delete: DELETE_USAGE, diff: DIFF_USAGE, get: GET_USAGE, token: TOKEN_USAGE, status: STATUS_USAGE, stat: STAT_USAGE, check: CHECK_USAGE,
+    apply: APPLY_USAGE, delete: DELETE_USAGE, diff: DIFF_USAGE, get: GET_USAGE, token: TOKEN_USAGE, status: STATUS_USAGE, stat: STAT_USAGE, check: CHECK_USAGE, up: UP_USAGE,
   };
   if ((rest.includes('--help') || rest.includes('-h')) && ADMIN_HELP[command]) {
     out.stdout(ADMIN_HELP[command]);
@@ -80,6 +82,8 @@ async function main(argv: string[]): Promise<number> {
       return statCommand(rest, out);
     case 'check':
       return checkCommand(rest, out);
+    case 'up':
+      return upCommand(rest, out);
     default:
       throw new UsageError(`unknown command "${command}" (see mesh --help)`);
   }
@@ -90,6 +94,13 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
   throw err;
 });
+
+// Started by `mesh up` with an IPC channel: when that channel closes, our launcher is gone (even by SIGKILL), so stop
+// the way a Ctrl-C would. unref(): the channel alone must not keep a finished command alive.
+if (process.channel) {
+  process.channel.unref();
+  process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+}
 
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
