@@ -18,6 +18,11 @@ export type PreparedBody =
     readonly data: AsyncIterable<Buffer> | DownstreamRequest;
     /** The whole body, when the stream was recorded (replay.ts), has ended and fit the limit; else undefined. */
     readonly replay?: () => Buffer | undefined;
+    /**
+     * Reads the rest of a recorded stream that no try has consumed (a connect failure comes before any byte is sent),
+     * so that it can become replayable. Resolves when it ended, overflowed, or cannot be read further.
+     */
+    readonly settle?: () => Promise<void>;
   };
 
 /** HTTP/1.1 requests arrive as IncomingMessage; HTTP/2 ones through node:http2's compatibility API. */

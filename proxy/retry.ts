@@ -33,6 +33,19 @@ export interface RetryDeps {
   readonly cluster: (service: string) => Cluster | undefined;
 }
 
+/**
+ * The longest a retry waits for a request body to finish before it gives up on replaying it. A client that is still
+ * streaming after this (a bidi call waiting for our reply) was never going to be replayable.
+ */
+const SETTLE_MAX_MS = 2_000;
+
+async function settleWithin(settle: () => Promise<void>, ms: number, clock: Clock): Promise<void> {
+  if (ms <= 0) return;
+  let timer: Timer | undefined;
+  await Promise.race([settle(), new Promise<void>((resolve) => { timer = clock.setTimeout(resolve, ms); })]);
+  timer?.cancel();
+}
+
 function outcomeOf(r: AttemptResult): AttemptOutcome {
   if (r.kind === 'declined') return { kind: 'response', status: r.status, grpcStatus: r.grpcStatus };
   const failed = r as Extract<AttemptResult, { kind: 'failed' }>;
@@ -112,7 +125,16 @@ export function retryLayer(deps: RetryDeps, tryOnce: TryHandler): Handler {
           respondError(ex, timeoutError());
           return;
         }
-        const reason = reasonFor(outcomeOf(result));
+        const outcome = outcomeOf(result);
+        let reason = reasonFor(outcome);
+        if (reason === undefined && result.kind === 'failed' && n < policy.attempts && ex.body.kind === 'stream' && ex.body.settle
+          && retryReason(policy, outcome) !== undefined) {
+          // A gRPC call that failed before its body was read (a connect failure arrives before the client's END_STREAM):
+          // read the rest into the recording, within what is left of the deadline, and decide again.
+          await settleWithin(ex.body.settle, deadline === undefined ? SETTLE_MAX_MS : Math.min(SETTLE_MAX_MS, deadline - deps.clock.now()), deps.clock);
+          if (ex.clientGone) return;
+          reason = reasonFor(outcome);
+        }
         if (result.kind === 'failed') {
           // A declined response already passed the budget in accept(); a failure must pass it here.
           if (n >= policy.attempts || reason === undefined || !cluster.budget.tryWithdraw()) {

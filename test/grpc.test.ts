@@ -7,6 +7,7 @@ import { echoClient, grpc, grpcFrame, grpcService, startEchoServer, unaryCall, t
 import { route, toYaml } from './harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from './harness/sidecar.js';
 import { waitFor } from './harness/wait.js';
+import { freePort } from './harness/etcd.js';
 
 let app: EchoServer;
 let server: Sidecar;
@@ -109,6 +110,31 @@ describe('gRPC through two sidecars', () => {
     expect(r.reply.text).toBe('echo-1:flaky-1');
     expect((app.calls.unary ?? 0) - before).toBe(2);
     expect(sumWhere(await client.samples('mesh_retries_total'), { destination_service: 'echo', reason: 'unavailable' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a connect failure is retried on another endpoint: the unread request body is read and replayed, no call is lost', async () => {
+    // One endpoint refuses connections. The failure comes back before the client's body has been read, so the retry
+    // must first read the rest of the body (gRPC bodies are streamed, and recorded only as they are forwarded).
+    const dead = `127.0.0.1:${await freePort()}`;
+    const picky = await startSidecar({
+      service: 'gateway',
+      resources: toYaml([
+        ...meshService({ name: 'gateway' }),
+        ...grpcService({ name: 'echo', endpoints: [dead, server.inbound], policy: { loadBalancer: { policy: 'round-robin' } } }),
+        route('echo', ['echo'], [{ backends: [{ service: 'echo' }], timeout: '10s', retries: { attempts: 3, retryOn: ['connect-failure'], backoff: { base: '5ms', max: '20ms' } } }]),
+      ]),
+    });
+    const c = echoClient(picky.outbound);
+    try {
+      for (let i = 0; i < 10; i++) {
+        const r = await unaryCall(c, { text: `retry-${i}`, seq: i });
+        expect(r.reply.text).toBe(`echo-1:retry-${i}`);
+      }
+      expect(sumWhere(await picky.samples('mesh_retries_total'), { destination_service: 'echo', reason: 'connect-failure' })).toBeGreaterThanOrEqual(1);
+    } finally {
+      c.close();
+      await picky.stop();
+    }
   });
 
   it('a status the route does not list (INTERNAL) is not retried', async () => {
