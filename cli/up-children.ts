@@ -1,6 +1,7 @@
 // `mesh up`'s process supervisor: starts each program with its log file, restarts the ones that die, stops them all in order.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { closeSync, openSync, statSync, writeSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 
 export interface ChildSpec {
   /** Short, unique: "users", "billing-v2-sidecar". Used in messages, the log file name and the state file. */
@@ -52,15 +53,14 @@ class Child implements Running {
   private partial = '';
   private readonly waiters = new Set<{ test: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }>();
 
-  constructor(readonly spec: ChildSpec, readonly log: WriteStream) {}
+  constructor(readonly spec: ChildSpec) {}
 
   get pid(): number | undefined {
     return this.proc && this.proc.exitCode === null && this.proc.signalCode === null ? this.proc.pid : undefined;
   }
 
-  /** Lines go to the log file; JSON event lines also wake anyone waiting for them (the "listening" lines). */
+  /** Lines the program wrote to its log file; JSON event lines wake anyone waiting for them (the "listening" lines). */
   onOutput(chunk: string): void {
-    this.log.write(chunk);
     const text = this.partial + chunk;
     const lines = text.split('\n');
     this.partial = lines.pop() ?? '';
@@ -107,7 +107,7 @@ export class Supervisor {
   /** Starts a child; resolves with the first JSON line on its stderr/stdout that `ready` accepts, or rejects when it exits first or `timeoutMs` passes. */
   async start(spec: ChildSpec, ready: ((e: Record<string, unknown>) => boolean) | undefined, timeoutMs = 30_000): Promise<Record<string, unknown>> {
     if (this.children.has(spec.name)) throw new Error(`${spec.name} is already started`);
-    const child = new Child(spec, createWriteStream(spec.logFile, { flags: 'a' }));
+    const child = new Child(spec);
     this.children.set(spec.name, child);
     if (ready) return this.launch(child, ready, timeoutMs);
     // A program that prints no JSON (prometheus): started is all we know; the caller polls its health.
@@ -120,18 +120,29 @@ export class Supervisor {
     const { spec } = child;
     const waiter = child.waitFor(ready);
     child.tail = [];
-    child.log.write(`\n--- ${new Date().toISOString()} mesh up: starting ${spec.command} ${spec.args.join(' ')}\n`);
-    // Detached: a Ctrl-C in the terminal reaches only the supervisor, which then stops the programs in order.
-    const proc = spawn(spec.command, [...spec.args], {
-      stdio: ['ignore', 'pipe', 'pipe', spec.ipc ? 'ipc' : 'ignore'], detached: true, env: this.env,
-    });
-    child.proc = proc;
+    // The program writes straight into its log file, not into a pipe to us: if the supervisor dies, a pipe would break
+    // and the program's next log line would kill it (EPIPE) before it could shut down cleanly. We follow the file instead.
+    const fd = openSync(spec.logFile, 'a');
+    let follow: LogFollower;
+    try {
+      const header = `\n--- ${new Date().toISOString()} mesh up: starting ${spec.command} ${spec.args.join(' ')}\n`;
+      writeAll(fd, header);
+      follow = new LogFollower(spec.logFile, (chunk) => child.onOutput(chunk));
+      // Detached: a Ctrl-C in the terminal reaches only the supervisor, which then stops the programs in order.
+      const proc = spawn(spec.command, [...spec.args], {
+        stdio: ['ignore', fd, fd, spec.ipc ? 'ipc' : 'ignore'], detached: true, env: this.env,
+      });
+      child.proc = proc;
+    } finally {
+      closeSync(fd);
+    }
+    const proc = child.proc;
     child.starts++;
     child.startedAt = Date.now();
-    proc.stdout!.setEncoding('utf8').on('data', (d: string) => child.onOutput(d));
-    proc.stderr!.setEncoding('utf8').on('data', (d: string) => child.onOutput(d));
     let onExit!: (how: string) => void;
-    const gone = new Promise<string>((resolve) => (onExit = resolve));
+    const exit = new Promise<string>((resolve) => (onExit = resolve));
+    // Whatever it wrote last is read before anyone hears it has gone, so error messages show its final words.
+    const gone = exit.then(async (how) => { await follow.stop(); return how; });
     child.exited = gone.then(() => undefined);
     proc.on('error', (err) => onExit(`could not start: ${err.message}`));
     proc.on('exit', (code, signal) => onExit(signal ? `killed by ${signal}` : `exit code ${code}`));
@@ -222,5 +233,46 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
     } catch {
       // already gone
     }
+  }
+}
+
+function writeAll(fd: number, text: string): void {
+  const buf = Buffer.from(text);
+  let off = 0;
+  while (off < buf.length) off += writeSync(fd, buf, off);
+}
+
+/** Reads what is appended to a file, from its current end, every 50 ms (cheap, and works on every file system). */
+class LogFollower {
+  private offset: number;
+  private handle: Promise<FileHandle | undefined>;
+  private timer: NodeJS.Timeout;
+  private reading: Promise<void> = Promise.resolve();
+  private readonly decoder = new TextDecoder();
+
+  constructor(file: string, private readonly onChunk: (s: string) => void) {
+    this.offset = statSync(file).size;
+    this.handle = open(file, 'r').catch(() => undefined);
+    this.timer = setInterval(() => { this.reading = this.reading.then(() => this.read()); }, 50);
+  }
+
+  private async read(): Promise<void> {
+    const h = await this.handle;
+    if (!h) return;
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    for (;;) {
+      const { bytesRead } = await h.read(buf, 0, buf.length, this.offset).catch(() => ({ bytesRead: 0 }));
+      if (bytesRead === 0) return;
+      this.offset += bytesRead;
+      this.onChunk(this.decoder.decode(buf.subarray(0, bytesRead), { stream: true }));
+    }
+  }
+
+  /** One last read (the program has exited, so everything it wrote is there), then close. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.reading = this.reading.then(() => this.read());
+    await this.reading;
+    await (await this.handle)?.close();
   }
 }

@@ -1,5 +1,5 @@
 // The embedded store's durability: an fsync'd JSON-lines log of committed writes, a snapshot replacing it (temp + fsync + rename), a directory lock.
-import { constants } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, truncate, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { KeyValue } from './store.js';
@@ -100,9 +100,15 @@ async function takeLock(dir: string): Promise<void> {
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A holder that died and was not yet reaped (its parent died too, and PID 1 is slow to reap) is a zombie: it answers
+  // kill(0) but holds nothing. Seen when `mesh up` was SIGKILLed and started again at once.
+  try {
+    return !/^\d+ \(.*\) Z /s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
   }
 }
 

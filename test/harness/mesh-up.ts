@@ -36,11 +36,12 @@ export async function startMeshUp(o: { dir: string; cwd: string; extra?: string[
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => { live.delete(child); resolve(code); }));
   let gateway: string | undefined;
   try {
+    const ended = () => child.exitCode !== null || child.signalCode !== null;
     await waitFor(() => {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`mesh up exited (${child.exitCode ?? child.signalCode}) before the shop was up`);
       gateway = /The shop is up: (http:\/\/\S+)/.exec(out)?.[1];
-      return gateway !== undefined;
+      return gateway !== undefined || ended();
     }, { timeoutMs: o.timeoutMs ?? 120_000, intervalMs: 50, what: '"The shop is up" from mesh up' });
+    if (gateway === undefined) throw new Error(`mesh up exited (${child.exitCode ?? child.signalCode}) before the shop was up`);
   } catch (e) {
     if (child.exitCode === null) child.kill('SIGKILL');
     await exited;
