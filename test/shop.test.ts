@@ -10,6 +10,7 @@ import { header, request, type Response } from './harness/client.js';
 import { REQUIRE_ETCD, etcdAvailable, startEtcd, type EtcdCluster } from './harness/etcd.js';
 import { processesMentioning, startMeshUp, type MeshUp } from './harness/mesh-up.js';
 import { waitFor } from './harness/wait.js';
+import { findOnPath } from '../cli/up-prometheus.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const CANARY_50 = path.join(ROOT, 'examples/shop/canary-50.yaml');
@@ -76,7 +77,9 @@ function scenario(label: string, withEtcd: boolean) {
         etcd = await startEtcd();
         extra.push('--etcd', etcd.endpoints[0].replace('http://', ''));
       }
-      up = await startMeshUp({ dir, cwd: work, extra });
+      // Monitoring: with prometheus installed (CI installs it), the embedded run also checks `--prometheus`.
+      const prometheus = !withEtcd && (findOnPath('prometheus') !== undefined || process.env.CI === 'true');
+      up = await startMeshUp({ dir, cwd: work, extra: prometheus ? [...extra, '--prometheus', '--prometheus-port', '0'] : extra });
       const gw = up.gatewayAddr;
       expect(up.stdout()).toContain('npx mesh status');
       const connect = ['--control-plane', up.state.controlPlane, '--dir', dir];
@@ -110,6 +113,15 @@ function scenario(label: string, withEtcd: boolean) {
       const denied = await request(users.outbound, { method: 'POST', path: 'http://billing/shop.billing.v1.Billing/ListInvoices', host: 'billing' });
       expect(denied.status).toBe(403);
       expect(header(denied, 'x-mesh-error')).toBe('access-denied');
+
+      if (prometheus) {
+        // Every sidecar and the control plane, found through the mesh's file_sd, scraped and up.
+        const prom = up.state.prometheus!.replace('http://', '');
+        await waitFor(async () => {
+          const r = JSON.parse((await request(prom, { path: '/api/v1/targets' })).body) as { data: { activeTargets: { health: string }[] } };
+          return r.data.activeTargets.length === up!.state.instances.length + 1 && r.data.activeTargets.every((t) => t.health === 'up');
+        }, { timeoutMs: 30_000, intervalMs: 500, what: 'prometheus scraping every target up' });
+      }
 
       // The canary: v2 takes about 10 % of billing calls, then 50 % after `mesh apply`.
       const tokens = [token, ...(await Promise.all(['bob', 'cyd', 'dee'].map((n) => signupAndLogin(gw, n))))];
