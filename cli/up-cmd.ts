@@ -95,7 +95,8 @@ export async function upCommand(argv: string[], out: CommandOutput): Promise<num
   }
 
   const sup = new Supervisor({
-    exited: (name, how, delay, tail) => out.stderr(`mesh up: ${name} ${how}; restarting in ${(delay ?? 0) / 1000} s${tail}`),
+    // The log's last lines help only when the program failed by itself; after a kill or a clean exit they are noise.
+    exited: (name, how, delay, tail) => out.stderr(`mesh up: ${name} ${how}; restarting in ${(delay ?? 0) / 1000} s${/^exit code [1-9]/.test(how) ? tail : ''}`),
     changed: () => scheduleStateWrite(),
   });
   let state: Omit<UpState, 'processes'> = {
@@ -110,7 +111,9 @@ export async function upCommand(argv: string[], out: CommandOutput): Promise<num
     stateWrites = stateWrites.then(() => writeState(stateFile, snapshot)).catch((err: Error) => out.stderr(`mesh up: cannot write ${stateFile}: ${err.message}`));
     return stateWrites;
   };
+  let stateClosed = false;
   function scheduleStateWrite() {
+    if (stateClosed) return;
     // /proc/PID/cmdline is filled in once exec has happened; a moment later it names the program, not node's own argv[0].
     stateTimer ??= setTimeout(() => { stateTimer = undefined; void flushState(); }, 50);
   }
@@ -189,8 +192,10 @@ export async function upCommand(argv: string[], out: CommandOutput): Promise<num
     out.stderr(`mesh up: ${(err as Error).message}`);
     code = 1;
   }
-  if (stateTimer) clearTimeout(stateTimer);
   await sup.stopAll();
+  // Exits during the stop scheduled writes; none may land after the file is removed.
+  stateClosed = true;
+  if (stateTimer) clearTimeout(stateTimer);
   await stateWrites;
   await removeState(stateFile);
   out.stderr(code === 0 ? 'mesh up: stopped; data kept in ' + dir : 'mesh up: stopped everything it had started');

@@ -1,5 +1,6 @@
 // End-to-end: `mesh up` runs the shop; through the gateway: accounts, invoices (gRPC, streamed), the canary, access and rate
 // policies, an instance killed under load; the data survives a restart, and nothing is left running after Ctrl-C or a crash.
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -174,9 +175,10 @@ function scenario(label: string, withEtcd: boolean) {
       const check = async () => (await runCli(['check', ...connect])).code === 0;
       await waitFor(check, { timeoutMs: 30_000, intervalMs: 500, what: 'mesh check after the restart of billing-v1-1' });
 
-      // Ctrl-C: everything stops, nothing stays behind.
+      // Ctrl-C: everything stops, nothing stays behind, and the state file is gone.
       expect(await up.stop('SIGINT')).toBe(0);
       expect(processesMentioning(dir)).toEqual([]);
+      expect(existsSync(path.join(dir, 'shop', 'up.json'))).toBe(false);
 
       // A crash (SIGKILL) of mesh up: its programs follow it, and the next mesh up starts cleanly with the same data.
       up = await startMeshUp({ dir, cwd: work, extra });
