@@ -11,7 +11,8 @@ import { Supervisor, type ChildSpec } from './up-children.js';
 import { waitHealthy } from './up-health.js';
 import { banner } from './up-banner.js';
 import { cmdlineOf, killLeftovers, leftovers, readState, removeState, writeState, type UpInstance, type UpState } from './up-state.js';
-import { findOnPath, prometheusSpec } from './up-prometheus.js';
+import { prometheusSpec } from './up-prometheus.js';
+import { which } from './which.js';
 
 export const UP_USAGE = `mesh up [--etcd HOST:PORT[,…]] [--dir .mesh] [--port 8080] [--listen 127.0.0.1:15010] [--http 127.0.0.1:15014]
         [--prometheus] [--prometheus-port 9090]
@@ -54,7 +55,7 @@ export async function upCommand(argv: string[], out: CommandOutput): Promise<num
   const http = parseHostPort('http', values.http);
   const etcd = values.etcd?.split(',').map((s) => s.trim()).filter(Boolean) ?? [];
   for (const e of etcd) parseHostPort('etcd', e);
-  const prometheusBin = values.prometheus ? findOnPath('prometheus') : undefined;
+  const prometheusBin = values.prometheus ? which('prometheus') : undefined;
   if (values.prometheus && !prometheusBin) throw new UsageError('--prometheus: no "prometheus" on PATH (Debian: apt-get install prometheus)');
 
   const dir = path.resolve(values.dir);

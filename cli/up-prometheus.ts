@@ -1,21 +1,6 @@
 // `mesh up --prometheus`: a prometheus beside the shop, scraping every sidecar and the control plane from the mesh's file_sd.
-import { accessSync, constants } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-
-/** The first executable `name` on PATH. */
-export function findOnPath(name: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  for (const dir of (env.PATH ?? '').split(path.delimiter).filter(Boolean)) {
-    const file = path.join(dir, name);
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 export interface PrometheusPlan {
   readonly command: string;

@@ -11,7 +11,7 @@ import { header, request, type Response } from './harness/client.js';
 import { REQUIRE_ETCD, etcdAvailable, startEtcd, type EtcdCluster } from './harness/etcd.js';
 import { processesMentioning, startMeshUp, type MeshUp } from './harness/mesh-up.js';
 import { waitFor } from './harness/wait.js';
-import { findOnPath } from '../cli/up-prometheus.js';
+import { which } from '../cli/which.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const CANARY_50 = path.join(ROOT, 'examples/shop/canary-50.yaml');
@@ -79,7 +79,7 @@ function scenario(label: string, withEtcd: boolean) {
         extra.push('--etcd', etcd.endpoints[0].replace('http://', ''));
       }
       // Monitoring: with prometheus installed (CI installs it), the embedded run also checks `--prometheus`.
-      const prometheus = !withEtcd && (findOnPath('prometheus') !== undefined || process.env.CI === 'true');
+      const prometheus = !withEtcd && (which('prometheus') !== undefined || process.env.CI === 'true');
       up = await startMeshUp({ dir, cwd: work, extra: prometheus ? [...extra, '--prometheus', '--prometheus-port', '0'] : extra });
       const gw = up.gatewayAddr;
       expect(up.stdout()).toContain('npx mesh status');

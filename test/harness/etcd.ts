@@ -1,10 +1,11 @@
 // Test harness: runs real `etcd` members on free loopback ports in a temp dir, so the store contract runs against the real thing.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { which } from '../../cli/which.js';
 import { withDeadline } from './wait.js';
 
 /** Under CI a missing etcd fails the suite; on a developer machine it is skipped with a reason. */
@@ -27,26 +28,13 @@ export interface EtcdCluster {
 
 /** The etcd binary: $ETCD_BIN, else the first `etcd` on PATH (Debian's etcd-server installs /usr/bin/etcd). */
 export function etcdBinary(): string | undefined {
-  if (process.env.ETCD_BIN) return isExecutable(process.env.ETCD_BIN) ? process.env.ETCD_BIN : undefined;
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter).concat('/usr/bin', '/usr/local/bin')) {
-    const candidate = path.join(dir, 'etcd');
-    if (dir && isExecutable(candidate)) return candidate;
-  }
-  return undefined;
+  return which('etcd', process.env.ETCD_BIN);
 }
 
 export function etcdAvailable(): boolean {
   return etcdBinary() !== undefined;
 }
 
-function isExecutable(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Binds port 0 to learn a free port, then releases it; etcd binds it a moment later (a retry covers the rare race). */
 export async function freePort(): Promise<number> {

@@ -1,11 +1,11 @@
 // Test harness: runs a real `prometheus` (Debian package prometheus) on a free loopback port with a temp storage dir and
 // a file_sd scrape config, and reads its /api/v1/targets.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { which } from '../../cli/which.js';
 import { request } from './client.js';
 import { waitFor, withDeadline } from './wait.js';
 
@@ -14,17 +14,7 @@ export const REQUIRE_PROMETHEUS = process.env.CI === 'true';
 
 /** $PROMETHEUS_BIN, else the first `prometheus` on PATH. */
 export function prometheusBinary(): string | undefined {
-  const own = process.env.PROMETHEUS_BIN;
-  const candidates = own ? [own] : (process.env.PATH ?? '').split(path.delimiter).concat('/usr/bin', '/usr/local/bin').filter(Boolean).map((d) => path.join(d, 'prometheus'));
-  for (const c of candidates) {
-    try {
-      accessSync(c, constants.X_OK);
-      return c;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
+  return which('prometheus', process.env.PROMETHEUS_BIN);
 }
 
 export interface ActiveTarget {

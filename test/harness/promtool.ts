@@ -1,28 +1,13 @@
 // Test harness: runs Prometheus's `promtool check metrics` (Debian package `prometheus`) on an exposition text.
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import path from 'node:path';
+import { which } from '../../cli/which.js';
 
 /** Under CI a missing promtool fails the suite; on a developer machine the check is skipped with a reason. */
 export const REQUIRE_PROMTOOL = process.env.CI === 'true';
 
 /** $PROMTOOL, else the first `promtool` on PATH (or in /usr/bin, where Debian's prometheus package puts it). */
 export function promtoolBinary(): string | undefined {
-  if (process.env.PROMTOOL) return executable(process.env.PROMTOOL) ? process.env.PROMTOOL : undefined;
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter).concat('/usr/bin', '/usr/local/bin')) {
-    const candidate = path.join(dir, 'promtool');
-    if (dir && executable(candidate)) return candidate;
-  }
-  return undefined;
-}
-
-function executable(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
+  return which('promtool', process.env.PROMTOOL);
 }
 
 /** Pipes `text` into `promtool check metrics`; code 0 means it parsed and passed every lint rule. */
