@@ -1,0 +1,105 @@
+// The soak's measurements: per-process samples from /proc, the RSS slope after warm-up, and the Markdown report.
+import { readdirSync, readFileSync } from 'node:fs';
+import type { LoadCounts } from './soak-load.js';
+
+export interface ProcessSamples {
+  t: number[];
+  rssMb: number[];
+  fds: number[];
+  /** From the sidecar's own nodejs_eventloop_lag_p99_seconds (prom-client, reset at each scrape); NaN where not known. */
+  eventLoopP99Ms: number[];
+}
+
+export interface SoakResult {
+  minutes: number;
+  rps: number;
+  startedAt: string;
+  warmupS: number;
+  load: LoadCounts;
+  appResets: number;
+  pushes: number;
+  pushFailures: number;
+  acks: number;
+  nacks: number;
+  rotations: Record<string, number>;
+  processes: Record<string, ProcessSamples & { rssSlopeMbPer10Min: number }>;
+  errors: string[];
+  exited: string[];
+}
+
+/** RSS (VmRSS, MB) and open file descriptors of a live process, or undefined when it is gone. */
+export function sample(pid: number): { rssMb: number; fds: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+    return { rssMb: kb / 1024, fds: readdirSync(`/proc/${pid}/fd`).length };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Least-squares slope of y over t (seconds) for samples after `fromS`, in y-units per 10 minutes; NaN with < 3 samples. */
+export function slopePer10Min(t: readonly number[], y: readonly number[], fromS: number): number {
+  const pts = t.map((x, i) => [x, y[i]] as const).filter(([x, v]) => x >= fromS && Number.isFinite(v));
+  if (pts.length < 3) return NaN;
+  const mx = pts.reduce((a, [x]) => a + x, 0) / pts.length;
+  const my = pts.reduce((a, [, v]) => a + v, 0) / pts.length;
+  let num = 0;
+  let den = 0;
+  for (const [x, v] of pts) {
+    num += (x - mx) * (v - my);
+    den += (x - mx) ** 2;
+  }
+  return den === 0 ? 0 : (num / den) * 600;
+}
+
+const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '–');
+const finite = (xs: readonly number[]) => xs.filter(Number.isFinite);
+const pct = (xs: readonly number[], p: number) => {
+  const s = [...finite(xs)].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
+};
+
+export function renderSoak(r: SoakResult): string {
+  const l = r.load;
+  const rows = Object.entries(r.processes).map(([name, s]) => {
+    const after = s.t.map((t, i) => (t >= r.warmupS ? i : -1)).filter((i) => i >= 0);
+    const rssAfter = after.map((i) => s.rssMb[i]);
+    return `| ${name} | ${f(s.rssMb[0] ?? NaN)} → ${f(s.rssMb.at(-1) ?? NaN)} | ${f(Math.min(...finite(rssAfter)))} / ${f(Math.max(...finite(rssAfter)))} | **${f(s.rssSlopeMbPer10Min, 2)}** | ${Math.min(...s.fds)} / ${Math.max(...s.fds)} / ${s.fds.at(-1) ?? '–'} | ${f(pct(s.eventLoopP99Ms, 50))} / ${f(Math.max(...finite(s.eventLoopP99Ms)))} | ${r.rotations[name] ?? '–'} |`;
+  });
+  return [
+    '# Trellis soak',
+    '',
+    `\`npm run soak -- --minutes ${r.minutes} --rps ${r.rps}\`, started ${r.startedAt}. One control plane (embedded store), a client sidecar and`,
+    'two server sidecars (mTLS between them) in front of one app, all on this machine, sharing its cores with the load.',
+    '',
+    `- Load: an open loop of ${r.rps} requests/s: 1 KiB GETs, 256 KiB streamed GETs, 8 KiB POST echoes, GETs whose first try the app`,
+    '  kills with a TCP reset (the mesh must retry them), GETs the client aborts after 50 ms, and streamed GETs the client abandons after',
+    '  the first chunk.',
+    `- Certificates: a 3-minute TTL, renewed at 70 %, so every sidecar rotates about every 2 minutes. Config: a Route change pushed every 30 s.`,
+    `- RSS slope: least squares over the samples after a ${f(r.warmupS, 0)} s warm-up, one sample per process every 10 s.`,
+    '',
+    '| outcome | count |',
+    '| --- | --- |',
+    `| requests sent | ${l.sent} |`,
+    `| succeeded | ${l.ok} |`,
+    `| **failed (not injected)** | **${l.failed}** |`,
+    `| aborted by the client on purpose | ${l.aborted} |`,
+    `| not sent: over 2,000 in flight | ${l.skipped} |`,
+    `| upstream resets injected by the app (each retried by the mesh) | ${r.appResets} |`,
+    `| config pushes / failed / ACKs seen by the client sidecar / NACKs | ${r.pushes} / ${r.pushFailures} / ${r.acks} / ${r.nacks} |`,
+    `| **uncaught errors and error events** | **${r.errors.length}** |`,
+    `| processes that exited | ${r.exited.length ? r.exited.join(', ') : 'none'} |`,
+    '',
+    '| process | RSS first → last, MB | RSS after warm-up min / max | **RSS slope, MB per 10 min** | fds min / max / last | event-loop p99, ms: median / max | cert rotations |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...rows,
+    '',
+    '| request kind | sent | ok | failed |',
+    '| --- | --- | --- | --- |',
+    ...Object.entries(l.byKind).map(([k, v]) => `| ${k} | ${v.sent} | ${v.ok} | ${v.failed} |`),
+    '',
+    ...(l.failures.length ? ['First failures:', '', '```', ...l.failures, '```', ''] : []),
+    ...(r.errors.length ? ['Errors:', '', '```', ...r.errors.slice(0, 30), '```', ''] : []),
+  ].join('\n');
+}
