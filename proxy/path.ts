@@ -8,8 +8,8 @@ const HEX = '0123456789ABCDEF';
 /**
  * Normalizes an origin-form request target (RFC 3986 §6.2.2): decodes percent-encoded unreserved characters,
  * upper-cases the remaining escapes, merges repeated slashes and removes dot segments. Encoded `/`, `\`, NUL and
- * `#`, raw `\`, control bytes and invalid escapes are rejected, because a backend that decodes them differently
- * from us could see a path our AccessPolicy never checked.
+ * `#`, raw `\`, control bytes, invalid escapes and parameters on empty or dot segments (`..;x`) are rejected, because
+ * a backend that reads them differently from us could see a path our AccessPolicy never checked.
  */
 export function normalizePath(target: string): NormalizedPath {
   if (target.length === 0 || target.charCodeAt(0) !== 0x2f /* / */) return bad('path must start with "/"');
@@ -43,6 +43,10 @@ export function normalizePath(target: string): NormalizedPath {
     decoded += byte < 0x80 && UNRESERVED.test(c) ? c : `%${h}`;
     i += 2;
   }
+  // A backend that cuts path parameters before resolving dots and merging slashes (Tomcat, Spring) reads `..;x` as `..`
+  // and `;x` as an empty segment; we and AccessPolicy read plain segments: `/public/..;/admin` would pass an allow rule
+  // on /public/* and `/;x/admin` a deny rule on /admin/*, and both reach /admin.
+  if (/\/\.{0,2};/.test(decoded)) return bad('path parameters on an empty or dot segment');
   // Overlong or truncated UTF-8 (`%C0%AE` for ".") is how a lenient decoder downstream could see a path we did not.
   if (hasHighEscape(decoded) && !isValidUtf8Escapes(decoded)) return bad('invalid UTF-8 in path');
   return { ok: true, path: removeDotSegments(decoded.replace(/\/{2,}/g, '/')), query };
@@ -54,8 +58,9 @@ function hasHighEscape(p: string): boolean {
 
 function isValidUtf8Escapes(p: string): boolean {
   try {
-    // Only the escapes matter here; the raw characters are already validated above.
-    decodeURIComponent(p.replace(/%25/g, ''));
+    // Only the escapes matter here; the raw characters are already validated above. `%25` stays in: cutting it out
+    // joined the bytes around it, so `%E2%80%25%80` (E2 80 "%" 80, invalid) passed as if it were E2 80 80.
+    decodeURIComponent(p);
     return true;
   } catch {
     return false;
@@ -66,7 +71,9 @@ function isPlain(p: string): boolean {
   for (let i = 0; i < p.length; i++) {
     const c = p.charCodeAt(i);
     if (c === 0x25 /* % */ || c === 0x5c /* \ */ || c === 0x23 /* # */ || c < 0x21 || c === 0x7f) return false;
-    if (c === 0x2f && (p.charCodeAt(i + 1) === 0x2f || p.charCodeAt(i + 1) === 0x2e)) return false;
+    // `//`, `/.` and `/;` may need merging, resolving or refusing: the slow path decides.
+    const next = p.charCodeAt(i + 1);
+    if (c === 0x2f && (next === 0x2f || next === 0x2e || next === 0x3b)) return false;
   }
   return true;
 }
