@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'version-not-supported'
   | 'fault-injected'
   | 'draining'
+  | 'overloaded'
   | 'internal';
 
 export interface ErrorKind {
@@ -46,6 +47,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorKind>> = Object.freeze({
   'version-not-supported': kind('version-not-supported', 505, 12, false),
   'fault-injected': kind('fault-injected', 503, 14, false),
   'draining': kind('draining', 503, 14, true),
+  'overloaded': kind('overloaded', 503, 14, true),
   'internal': kind('internal', 500, 13, false),
 });
 

@@ -13,11 +13,13 @@ export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--nam
              [--control-plane HOST:PORT[,…]] [--token-file F] [--dir .mesh]   dynamic mode: config and certificate from the control plane
              [--resources FILE.yaml]                                         standalone mode: static resources, certificate from the CA in --dir
              [--drain-timeout 30s] [--stats-interval 10s] [--tracing on|off] [--log-level info]
-             [--tcp SERVICE=127.0.0.1:PORT[,…]] [--tunnel-idle-timeout 1h]
+             [--tcp SERVICE=127.0.0.1:PORT[,…]] [--tunnel-idle-timeout 1h] [--shed-lag 100ms]
   --stats-interval  how often (dynamic mode) cumulative request stats go to the control plane for "mesh stat"
   --tracing off     no tracing stage at all: trace headers pass through unchanged, no spans (for measuring its cost)
   --tcp             a loopback port per "protocol: tcp" service the app calls; each connection goes to one endpoint over mTLS
-  --tunnel-idle-timeout  WebSocket and TCP tunnels with no bytes either way for this long are closed`;
+  --tunnel-idle-timeout  WebSocket and TCP tunnels with no bytes either way for this long are closed
+  --shed-lag        when the event loop falls this far behind, a growing share of new requests is refused at once with
+                    503 and x-mesh-error: overloaded, so admitted ones stay fast (0 = never shed)`;
 
 /** `--tcp billing-db=127.0.0.1:5432,cache=127.0.0.1:6379`: loopback only, like --outbound, one service per port. */
 export function parseTcpFlag(value: string | undefined): TcpListenerSpec[] {
@@ -53,7 +55,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       inbound: { type: 'string', default: '0.0.0.0:15006' }, outbound: { type: 'string', default: '127.0.0.1:15001' },
       admin: { type: 'string', default: '127.0.0.1:15000' }, resources: { type: 'string' },
       'control-plane': { type: 'string' }, 'token-file': { type: 'string' }, dir: { type: 'string', default: '.mesh' },
-      'drain-timeout': { type: 'string', default: '30s' }, 'stats-interval': { type: 'string', default: '10s' }, tracing: { type: 'string', default: 'on' }, 'log-level': { type: 'string', default: 'info' },
+      'drain-timeout': { type: 'string', default: '30s' }, 'stats-interval': { type: 'string', default: '10s' }, 'shed-lag': { type: 'string', default: '100ms' }, tracing: { type: 'string', default: 'on' }, 'log-level': { type: 'string', default: 'info' },
       tcp: { type: 'string' }, 'tunnel-idle-timeout': { type: 'string', default: '1h' },
     },
     strict: true,
@@ -94,6 +96,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       dir: values.dir,
       drainTimeoutMs: parseDurationFlag('drain-timeout', values['drain-timeout']),
       statsIntervalMs: statsInterval,
+      shedLagMs: parseDurationFlag('shed-lag', values['shed-lag']),
       tracing: values.tracing === 'on',
       tcp,
       tunnelIdleTimeoutMs,

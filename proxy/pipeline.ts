@@ -10,6 +10,7 @@ import type { Cluster } from './cluster.js';
 import type { Exchange } from './exchange.js';
 import { faultLayer } from './fault.js';
 import { mirrorLayer } from './mirror.js';
+import { overloadLayer, type LoadShedder } from './overload.js';
 import type { Handler, Layer } from './pipeline-types.js';
 import { rateLimitLayer, type RateLimiter } from './rate-limit.js';
 import type { CompiledRule, RouteTable } from './compiled.js';
@@ -28,6 +29,8 @@ export interface PipelineDeps {
   /** The current snapshot's tracer; absent when the sidecar runs with tracing off (no layer at all). */
   readonly tracer: (() => ActiveTracer | undefined) | undefined;
   readonly accessLog: AccessLog;
+  /** Refuses new requests while the event loop is behind; absent when shedding is off. */
+  readonly shedder?: LoadShedder;
 }
 
 export interface InboundDeps extends PipelineDeps {
@@ -57,12 +60,13 @@ function compose(terminal: Handler, ...layers: (Layer | undefined)[]): Handler {
   return layers.reduceRight<Handler>((next, layer) => (layer ? layer(next) : next), terminal);
 }
 
-/** listener → trace → metrics and access log → route → fault → body → mirror → retry/timeout → balancer → pool. */
+/** listener → trace → metrics and access log → shed → route → fault → body → mirror → retry/timeout → balancer → pool. */
 export function outboundPipeline(d: PipelineDeps, sourceService: string): Handler {
   return compose(
     retryLayer(d, balanceTry(d.clock)),
     d.tracer && traceLayer(d.tracer, 'outbound'),
     observeLayer(d.clock, d.telemetry.routeStats('outbound', sourceService, 'unknown', 'none'), d.accessLog),
+    overloadLayer(d.shedder, () => d.telemetry.overloadShed.labels('outbound').inc()),
     routeLayer(d.routes, d.random),
     faultLayer(d.clock, d.random),
     bodyLayer(DEFAULTS.replayLimitBytes),
@@ -114,13 +118,14 @@ function inboundStages(d: InboundDeps): { anonymous: RouteStats; identify: Layer
   return { anonymous, identify, toApp };
 }
 
-/** The inbound stages every request and upgrade passes, outermost first: who called, trace, metrics, authz, rate limit, app rule. */
+/** The inbound stages every request and upgrade passes, outermost first: who called, trace, metrics, shed, authz, rate limit, app rule. */
 function inboundFront(d: InboundDeps): Layer[] {
   const { anonymous, identify, toApp } = inboundStages(d);
   return [
     identify,
     ...(d.tracer ? [traceLayer(d.tracer, 'inbound')] : []),
     observeLayer(d.clock, anonymous, d.accessLog),
+    ...(d.shedder ? [overloadLayer(d.shedder, () => d.telemetry.overloadShed.labels('inbound').inc())!] : []),
     authzLayer(d.access, (policy) => d.telemetry.accessDenied.labels(d.service, policy).inc()),
     rateLimitLayer(d.rateLimiter, () => d.telemetry.rateLimited.labels(d.service, d.service).inc()),
     toApp,

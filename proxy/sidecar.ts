@@ -15,6 +15,7 @@ import { CertificateManager } from './credentials.js';
 import { dialMesh } from './dial.js';
 import { createListener, InFlight } from './listener.js';
 import { createH2Listener, createOutboundFront } from './h2-listener.js';
+import { LoadShedder } from './overload.js';
 import { inboundPipeline, inboundUpgradePipeline, outboundPipeline, outboundUpgradePipeline } from './pipeline.js';
 import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
@@ -55,6 +56,8 @@ export interface SidecarOptions {
   readonly tcp?: readonly TcpListenerSpec[];
   /** WebSocket and TCP tunnels with no bytes either way for this long are closed; default 1 h. */
   readonly tunnelIdleTimeoutMs?: number;
+  /** Event-loop lag above which new requests are shed with 503 overloaded (overload.ts); 0 turns shedding off; default 100 ms. */
+  readonly shedLagMs?: number;
   readonly log: Logger;
   readonly clock?: Clock;
   readonly random?: Random;
@@ -145,9 +148,12 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     respondError(ex, new MeshError('no-healthy-upstream', 'sidecar has no config from the control plane yet'));
     return Promise.resolve();
   };
+  const shedLagMs = o.shedLagMs ?? 100;
+  // The real clock always: the lag of a fake clock would mean nothing.
+  const shedder = shedLagMs > 0 ? new LoadShedder({ lagTargetMs: shedLagMs, clock: systemClock, random }) : undefined;
   const deps = {
     clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s),
-    tracer: tracing && (() => tracing.active), accessLog,
+    tracer: tracing && (() => tracing.active), accessLog, shedder,
   };
   const tunnels = createSidecarTunnels({
     clock, log, telemetry, service: me.service, cluster: deps.cluster, appCluster: () => appCluster, access: () => current().access,
@@ -267,6 +273,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       await new Promise((r) => admin.close(r));
       admin.closeAllConnections();
       certs.stop();
+      shedder?.stop();
       stats?.stop();
       source.stop();
       await clusters.close();

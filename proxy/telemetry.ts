@@ -34,6 +34,7 @@ export class Telemetry {
   readonly ejections: Counter<'destination_service'>;
   readonly accessDenied: Counter<'destination_service' | 'policy'>;
   readonly rateLimited: Counter<'destination_service' | 'policy'>;
+  readonly overloadShed: Counter<'direction'>;
   readonly tlsHandshakeErrors: Counter<'direction' | 'reason'>;
   readonly configUpdates: Counter<'result'>;
   readonly certificateExpiry: Gauge;
@@ -72,6 +73,7 @@ export class Telemetry {
     this.ejections = new Counter({ name: 'mesh_endpoint_ejections_total', help: 'Endpoints ejected by outlier detection.', registers, labelNames: ['destination_service'] });
     this.accessDenied = new Counter({ name: 'mesh_access_denied_total', help: 'Requests denied by an AccessPolicy.', registers, labelNames: ['destination_service', 'policy'] });
     this.rateLimited = new Counter({ name: 'mesh_rate_limited_total', help: 'Requests refused by a rate limit.', registers, labelNames: ['destination_service', 'policy'] });
+    this.overloadShed = new Counter({ name: 'mesh_overload_shed_total', help: 'Requests refused with 503 overloaded because the event loop fell behind.', registers, labelNames: ['direction'] });
     this.tlsHandshakeErrors = new Counter({ name: 'mesh_tls_handshake_errors_total', help: 'Failed TLS handshakes.', registers, labelNames: ['direction', 'reason'] });
     this.configUpdates = new Counter({ name: 'mesh_config_updates_total', help: 'Config snapshots applied (ack) or refused (nack).', registers, labelNames: ['result'] });
     this.certificateExpiry = new Gauge({ name: 'mesh_certificate_expiry_timestamp_seconds', help: 'Expiry of the workload certificate, unix seconds.', registers });

@@ -1,0 +1,85 @@
+// Load shedding decisions on a hand-driven clock: the share rises with lag over the target, falls slowly under it, never reaches 100 %.
+import { describe, expect, it } from 'vitest';
+import type { Clock, Timer } from '../api/clock.js';
+import { LoadShedder, nextShedShare } from './overload.js';
+
+/** A clock whose single pending timer the test fires by hand, at whatever time it says: that lateness is the lag. */
+class HandClock implements Clock {
+  t = 0;
+  pending: (() => void) | undefined;
+  now(): number {
+    return this.t;
+  }
+  setTimeout(fn: () => void, _ms: number): Timer {
+    this.pending = fn;
+    return { cancel: () => { this.pending = undefined; } };
+  }
+  /** Fires the pending timer `lateMs` after it was due (the interval is 25 ms). */
+  tick(lateMs: number): void {
+    this.t += 25 + lateMs;
+    const fn = this.pending;
+    this.pending = undefined;
+    fn?.();
+  }
+}
+
+describe('nextShedShare', () => {
+  it('rises while the lag is over the target, faster the further over', () => {
+    expect(nextShedShare(0, 150, 100)).toBeCloseTo(0.15);
+    expect(nextShedShare(0, 400, 100)).toBeCloseTo(0.4);
+    expect(nextShedShare(0, 5_000, 100)).toBeCloseTo(0.4);
+  });
+
+  it('falls slowly while under the target, and not below 0', () => {
+    expect(nextShedShare(0.5, 10, 100)).toBeCloseTo(0.48);
+    expect(nextShedShare(0.01, 10, 100)).toBe(0);
+  });
+
+  it('never refuses everything', () => {
+    let s = 0;
+    for (let i = 0; i < 100; i++) s = nextShedShare(s, 1_000, 100);
+    expect(s).toBe(0.95);
+  });
+});
+
+describe('LoadShedder', () => {
+  it('admits everything while the loop keeps up, and never calls random() then', () => {
+    const clock = new HandClock();
+    let draws = 0;
+    const shedder = new LoadShedder({ lagTargetMs: 100, clock, random: () => (draws++, 0) });
+    for (let i = 0; i < 10; i++) clock.tick(5);
+    expect(shedder.share).toBe(0);
+    expect(shedder.shed()).toBe(false);
+    expect(draws).toBe(0);
+  });
+
+  it('sheds a share once the loop is behind, and recovers when it catches up', () => {
+    const clock = new HandClock();
+    let r = 0.3;
+    const shedder = new LoadShedder({ lagTargetMs: 100, clock, random: () => r });
+    clock.tick(300);
+    clock.tick(300);
+    expect(shedder.lagMs).toBe(300);
+    expect(shedder.share).toBeCloseTo(0.6);
+    expect(shedder.shed()).toBe(true);
+    r = 0.7;
+    expect(shedder.shed()).toBe(false);
+    for (let i = 0; i < 40; i++) clock.tick(0);
+    expect(shedder.share).toBe(0);
+    expect(shedder.shed()).toBe(false);
+  });
+
+  it('is off with a target of 0 (no timer at all)', () => {
+    const clock = new HandClock();
+    const shedder = new LoadShedder({ lagTargetMs: 0, clock, random: () => 0 });
+    expect(clock.pending).toBeUndefined();
+    expect(shedder.shed()).toBe(false);
+  });
+
+  it('stops sampling when stopped', () => {
+    const clock = new HandClock();
+    const shedder = new LoadShedder({ lagTargetMs: 100, clock, random: () => 0 });
+    shedder.stop();
+    expect(clock.pending).toBeUndefined();
+  });
+});
