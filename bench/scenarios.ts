@@ -25,6 +25,8 @@ export interface Running {
   readonly host: string;
   /** The proxy processes whose CPU and RSS are reported; empty for direct. */
   readonly proxies: { role: string; pid: number }[];
+  /** Trellis only: the sidecars' admin addresses (for /metrics), client first. */
+  readonly admins?: string[];
   stop(): Promise<void>;
 }
 
@@ -102,7 +104,7 @@ const direct: Scenario = {
 };
 
 /** The Trellis pair; `sidecarArgs` go to both sidecars (the only difference between trellis and trellis-notrace). */
-function trellisPair(name: ScenarioName, description: string, sidecarArgs: readonly string[]): Scenario {
+export function trellisPair(name: ScenarioName, description: string, sidecarArgs: readonly string[]): Scenario {
   return {
     name,
     description,
@@ -121,6 +123,7 @@ function trellisPair(name: ScenarioName, description: string, sidecarArgs: reado
         url: `http://${client.line.outbound as string}/`,
         host: 'app',
         proxies: [{ role: 'client sidecar', pid: client.child.pid }, { role: 'server sidecar', pid: server.child.pid }],
+        admins: [client.line.admin as string, server.line.admin as string],
       };
     }),
   };

@@ -96,7 +96,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       dir: values.dir,
       drainTimeoutMs: parseDurationFlag('drain-timeout', values['drain-timeout']),
       statsIntervalMs: statsInterval,
-      shedLagMs: parseDurationFlag('shed-lag', values['shed-lag']),
+      shedLagMs: values['shed-lag'] === '0' ? 0 : parseDurationFlag('shed-lag', values['shed-lag']),
       tracing: values.tracing === 'on',
       tcp,
       tunnelIdleTimeoutMs,
