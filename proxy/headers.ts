@@ -2,9 +2,13 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
-/** RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still see. */
+/**
+ * RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still see. The proxy-auth pair is hop-by-hop
+ * in RFC 2616 §13.5.1: credentials a client meant for a proxy must not reach the service behind it.
+ */
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings',
+  'proxy-authorization', 'proxy-authenticate',
 ]);
 
 /** Request fields the sidecar recomputes itself: host (rewrite), expect (answered here), framing (undici sets it). */
@@ -12,14 +16,17 @@ const RECOMPUTED = new Set(['host', 'expect', 'content-length']);
 
 export type HeaderRecord = Record<string, string | string[]>;
 
-/** Names listed in Connection are hop-by-hop for this one connection only. */
+/**
+ * Names listed in Connection are hop-by-hop for this one connection only. Every option counts, `close` included
+ * (RFC 9110 §7.6.1): a field named `close` next to `Connection: close` is one the sender wanted dropped.
+ */
 function connectionNamed(value: string | string[] | undefined): Set<string> | undefined {
   if (value === undefined) return undefined;
   const joined = Array.isArray(value) ? value.join(',') : value;
   let set: Set<string> | undefined;
   for (const token of joined.split(',')) {
     const t = token.trim().toLowerCase();
-    if (t && t !== 'close' && t !== 'keep-alive') (set ??= new Set()).add(t);
+    if (t) (set ??= new Set()).add(t);
   }
   return set;
 }
@@ -51,6 +58,9 @@ export function responseHeadersForClient(h: Record<string, string | string[] | u
   for (const name in h) {
     const v = h[name];
     if (v === undefined || name.charCodeAt(0) === 0x3a || HOP_BY_HOP.has(name) || named?.has(name)) continue;
+    // undici keeps an upstream's `__proto__` field as an own property; assigned here it would set out's prototype (to
+    // an array when repeated, whose items Node's writeHead then sends as fields "0", "1"). Node's own parser drops it too.
+    if (name === '__proto__') continue;
     out[name] = v;
   }
   return out;
