@@ -1,14 +1,23 @@
 // Request bodies: stream by default; buffer up to the replay limit only when a retry or mirror could need the bytes again.
 import { Http2ServerRequest } from 'node:http2';
+import { Transform } from 'node:stream';
 import { MeshError } from '../api/errors.js';
 import type { DownstreamRequest, Exchange, PreparedBody } from './exchange.js';
 import type { Handler, Layer } from './pipeline-types.js';
 import { recordBody } from './replay.js';
+import { respondError } from './respond.js';
 import { mayRetryRequest } from './retry-policy.js';
 
 export type { PreparedBody };
 
 export const NO_BODY: PreparedBody = Object.freeze({ kind: 'none' });
+
+/**
+ * HARDENING.md row 12: the largest request body forwarded. A declared Content-Length over it is refused by the
+ * listener; a body without one (chunked, HTTP/2) is cut off by capBody. gRPC streams are exempt: a long-lived stream
+ * may carry any amount, and each message is bounded by the endpoints' own limits.
+ */
+export const MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024;
 
 export function hasBody(req: DownstreamRequest): boolean {
   // HTTP/2 frames bodies itself: a request without one ends its stream with the HEADERS frame.
@@ -32,17 +41,20 @@ export function forReplay(b: PreparedBody): PreparedBody {
  * Reads up to `limit` bytes; past that, hands back the read prefix plus the rest as one stream, so a large upload is
  * still forwarded (just not retried) and memory stays bounded.
  */
-export async function bufferUpTo(req: DownstreamRequest, limit: number): Promise<PreparedBody> {
+export async function bufferUpTo(
+  req: DownstreamRequest, limit: number, body: AsyncIterable<Buffer> = req as AsyncIterable<Buffer>,
+): Promise<PreparedBody> {
   const declared = Number(req.headers['content-length'] ?? NaN);
-  if (declared > limit) return { kind: 'stream', data: req };
+  if (declared > limit) return { kind: 'stream', data: body };
   const chunks: Buffer[] = [];
   let size = 0;
-  const it = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const it = body[Symbol.asyncIterator]();
   for (;;) {
     let r: IteratorResult<Buffer>;
     try {
       r = await it.next();
     } catch (err) {
+      if (err instanceof MeshError) throw err;
       throw new MeshError('bad-request', 'client aborted the request body', { cause: err });
     }
     if (r.done) return { kind: 'buffered', data: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size) };
@@ -65,10 +77,29 @@ export async function bufferUpTo(req: DownstreamRequest, limit: number): Promise
 }
 
 /**
+ * The body without a declared length, as forwarded: it fails with `payload-too-large` instead of passing the chunk that
+ * would cross `limit`, so nothing beyond the limit reaches the upstream. The request is unpiped first, so that once
+ * the 413 is sent Node drains the rest of the body and the connection stays in step.
+ */
+export function capBody(req: DownstreamRequest, limit: number): Transform {
+  let size = 0;
+  const cap = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      size += chunk.length;
+      if (size <= limit) return done(null, chunk);
+      req.unpipe(cap);
+      done(new MeshError('payload-too-large', `request body over the ${limit}-byte limit`));
+    },
+  });
+  req.once('error', (err) => cap.destroy(err));
+  return req.pipe(cap);
+}
+
+/**
  * Prepares the body after routing admitted the request. `Expect: 100-continue` is answered only now, so a client
  * that would be refused never sends its body (HARDENING.md bad input #10).
  */
-export function bodyLayer(replayLimit: number): Layer {
+export function bodyLayer(replayLimit: number, bodyLimit = MAX_REQUEST_BODY_BYTES): Layer {
   return (next: Handler): Handler => async (ex: Exchange) => {
     if (!hasBody(ex.req)) return next(ex);
     if (ex.req.headers.expect !== undefined) ex.res.writeContinue();
@@ -80,7 +111,14 @@ export function bodyLayer(replayLimit: number): Layer {
     }
     const wantsReplay = rule !== undefined &&
       ((rule.retry.attempts > 1 && mayRetryRequest(rule.retry, ex.method, true)) || rule.mirror !== undefined);
-    ex.body = wantsReplay ? await bufferUpTo(ex.req, replayLimit) : { kind: 'stream', data: ex.req };
+    // A declared length is already within the limit (listener.ts), and the parser holds the body to it.
+    const data = ex.grpc || ex.req.headers['content-length'] !== undefined ? ex.req : capBody(ex.req, bodyLimit);
+    try {
+      ex.body = wantsReplay ? await bufferUpTo(ex.req, replayLimit, data as AsyncIterable<Buffer>) : { kind: 'stream', data };
+    } catch (err) {
+      respondError(ex, err);
+      return;
+    }
     return next(ex);
   };
 }

@@ -1,6 +1,9 @@
+import net, { type AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { systemClock } from '../api/clock.js';
 import { MeshError } from '../api/errors.js';
-import { hostOf, splitTarget } from './listener.js';
+import { createLogger } from '../api/log.js';
+import { createListener, hostOf, InFlight, LIMITS, splitTarget, type ListenerDeps, type ListenerLimits } from './listener.js';
 
 describe('splitTarget', () => {
   it.each([
@@ -36,5 +39,121 @@ describe('hostOf', () => {
     ['[::1]:80', '[::1]'], ['', undefined], ['a/b', undefined], ['billing:', undefined], ['x:-1', undefined],
   ])('%s → %s', (input, expected) => {
     expect(hostOf(input)).toBe(expected);
+  });
+});
+
+/**
+ * The listener as the sidecar runs it: never listening itself, handed sockets by a front server (h2-listener.ts,
+ * tls.ts), with short timeouts. The handler reads the body, then answers 200 with the path.
+ */
+async function frontedListener(limits: Partial<ListenerLimits> = {}) {
+  const deps: ListenerDeps = {
+    direction: 'outbound',
+    clock: systemClock,
+    log: createLogger('error', {}, () => undefined),
+    refused: { record: () => undefined },
+    limits: { ...LIMITS, ...limits },
+    handler: async (ex) => {
+      // Reads the body first, as forwarding it upstream would.
+      for await (const _ of ex.req) { /* drained */ }
+      ex.res.writeHead(200, { 'content-length': Buffer.byteLength(ex.path) });
+      ex.res.end(ex.path);
+    },
+  };
+  const server = createListener(deps, new InFlight());
+  const front = net.createServer((socket) => server.emit('connection', socket));
+  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (front.address() as AddressInfo).port,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      front.close(() => resolve());
+    }),
+  };
+}
+
+/** Everything the server sends until it closes (bounded), after writing `text` (or writing it byte by byte). */
+function exchange(port: number, text: string, o: { dribbleMs?: number; onData?: (got: string) => void; timeoutMs?: number } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let got = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`no close within ${o.timeoutMs ?? 5_000}ms; got ${JSON.stringify(got)}`));
+    }, o.timeoutMs ?? 5_000);
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => {
+      got += d;
+      o.onData?.(got);
+    });
+    sock.on('error', () => undefined);
+    sock.on('close', () => {
+      clearTimeout(timer);
+      resolve(got);
+    });
+    sock.on('connect', async () => {
+      if (!o.dribbleMs) return void sock.write(text, 'latin1');
+      for (const ch of text) {
+        if (sock.destroyed) return;
+        sock.write(ch, 'latin1');
+        await new Promise((r) => setTimeout(r, o.dribbleMs));
+      }
+    });
+  });
+}
+
+const statuses = (text: string): number[] => [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+
+describe('createListener (HARDENING.md bad input)', () => {
+  it('closes a connection whose headers are still arriving after headersTimeout, with 408', async () => {
+    const l = await frontedListener({ headersTimeoutMs: 300, timeoutCheckIntervalMs: 50 });
+    try {
+      // 100 bytes at 20 ms is 2 s of dribbling, far past the 300 ms timeout; the close must come first.
+      const got = await exchange(l.port, `GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ${'a'.repeat(100)}`, { dribbleMs: 20, timeoutMs: 1_800 });
+      expect(statuses(got)).toEqual([408]);
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('answers a request in flight before refusing the bad bytes pipelined after it', async () => {
+    const l = await frontedListener();
+    try {
+      // One write: the parser meets GARBAGE in the same pass that emitted the request, before the handler answers it.
+      const got = await exchange(l.port, 'GET /first HTTP/1.1\r\nHost: a\r\n\r\nGARBAGE\r\n\r\n');
+      expect(statuses(got)).toEqual([200, 400]);
+      expect(got).toContain('/first');
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('refuses a body that breaks mid-way at once, since the request it belongs to can never complete', async () => {
+    const l = await frontedListener();
+    try {
+      const got = await exchange(l.port, 'POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nZZ\r\n');
+      expect(statuses(got)).toEqual([400]);
+    } finally {
+      await l.close();
+    }
+  });
+
+  it.each([
+    ['an HTTP/2.0 request line', 505, 'GET / HTTP/2.0\r\nHost: a\r\n\r\n'],
+    ['an unknown HTTP/1 minor version', 505, 'GET / HTTP/1.2\r\nHost: a\r\n\r\n'],
+    ['an HTTP/1.1 request without Host', 400, 'POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx'],
+    ['Transfer-Encoding with a coding before chunked', 400, 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n'],
+    ['a Content-Length over the body limit', 413, 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\nx'],
+    ['chunk extensions over 16 KiB', 413, `POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;${'e'.repeat(20_000)}\r\nx\r\n0\r\n\r\n`],
+  ])('answers %s with %i, x-mesh-error and a close', async (_what, status, text) => {
+    const l = await frontedListener({ maxRequestBodyBytes: 1_000 });
+    try {
+      const got = await exchange(l.port, text);
+      expect(statuses(got)).toEqual([status]);
+      expect(got).toMatch(/x-mesh-error: /i);
+      expect(got).toMatch(/connection: close/i);
+    } finally {
+      await l.close();
+    }
   });
 });

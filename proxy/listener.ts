@@ -1,12 +1,12 @@
 // The listeners: accept inbound and outbound HTTP/1.1, enforce parser limits, validate the target, build the exchange.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Http2ServerRequest } from 'node:http2';
+import { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
 import { MeshError } from '../api/errors.js';
 import type { Clock } from '../api/clock.js';
 import type { AccessLog } from './access-log.js';
 import type { Logger } from '../api/log.js';
-import { NO_BODY } from './body.js';
+import { hasBody, MAX_REQUEST_BODY_BYTES, NO_BODY } from './body.js';
 import type { Direction, DownstreamRequest, DownstreamResponse, Exchange } from './exchange.js';
 import { isGrpcContentType, parseGrpcTimeout } from './grpc.js';
 import { newRequestId, requestHeadersForUpstream } from './headers.js';
@@ -17,14 +17,19 @@ import { acceptUpgrade } from './upgrade.js';
 import { peerOf } from './tls.js';
 import type { RouteStats } from './telemetry.js';
 
-/** HARDENING.md bad input #3 and #11: explicit limits rather than whatever the runtime defaults to. */
+/** HARDENING.md bad input #3, #11 and #12: explicit limits rather than whatever the runtime defaults to. */
 export const LIMITS = Object.freeze({
   maxHeaderBytes: 16 * 1024,
   maxHeaderCount: 100,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 300_000,
   keepAliveTimeoutMs: 60_000,
+  /** How often Node looks for connections past the headers or request timeout (its default, 30 s, triples the first). */
+  timeoutCheckIntervalMs: 1_000,
+  maxRequestBodyBytes: MAX_REQUEST_BODY_BYTES,
 });
+
+export type ListenerLimits = { readonly [K in keyof typeof LIMITS]: number };
 
 export interface ListenerDeps {
   readonly direction: Direction;
@@ -37,6 +42,8 @@ export interface ListenerDeps {
   readonly accessLog?: AccessLog;
   /** The chain for WebSocket handshakes (pipeline.ts); without it, and for every other Upgrade (h2c), requests are served without upgrading. */
   readonly upgrade?: Handler;
+  /** Tests shorten the timeouts; the sidecar always runs with LIMITS. */
+  readonly limits?: ListenerLimits;
 }
 
 /** Counts exchanges in flight so a drain can wait for them. */
@@ -59,15 +66,26 @@ export class InFlight {
 }
 
 export function createListener(deps: ListenerDeps, inflight: InFlight): http.Server {
+  const limits = deps.limits ?? LIMITS;
   const server = http.createServer({
-    maxHeaderSize: LIMITS.maxHeaderBytes,
-    headersTimeout: LIMITS.headersTimeoutMs,
-    requestTimeout: LIMITS.requestTimeoutMs,
-    keepAliveTimeout: LIMITS.keepAliveTimeoutMs,
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionsCheckingInterval: limits.timeoutCheckIntervalMs,
     insecureHTTPParser: false,
-    requireHostHeader: true,
+    // buildExchange refuses a missing Host itself, so the 400 carries x-mesh-error like every other refusal.
+    requireHostHeader: false,
   });
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => serve(deps, inflight, req, res);
+  // This server never listens: the outbound front and the TLS front hand it sockets. Node starts the connection list
+  // that enforces headersTimeout and requestTimeout (and that closeIdleConnections walks) only on 'listening', so
+  // without this a client dribbling its headers held a connection open forever (HARDENING.md row 11).
+  server.emit('listening');
+  const answering = new Answering();
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    answering.track(req, res);
+    serve(deps, inflight, req, res);
+  };
   server.on('request', onRequest);
   // Answer `Expect: 100-continue` ourselves, after admission (body.ts), not as soon as headers arrive.
   server.on('checkContinue', onRequest);
@@ -81,13 +99,51 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
     deps.log.debug('connect_refused', { direction: deps.direction, target: req.url });
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (!socket.writable) return socket.destroy();
-    const [status, code] = err.code === 'HPE_HEADER_OVERFLOW' ? ['431 Request Header Fields Too Large', 'headers-too-large']
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['408 Request Timeout', 'bad-request']
-        : ['400 Bad Request', 'bad-request'];
-    socket.end(`HTTP/1.1 ${status}\r\nx-mesh-error: ${code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+    const [status, code] = CLIENT_ERRORS[err.code ?? ''] ?? ['400 Bad Request', 'bad-request'];
+    answering.refuse(socket, `HTTP/1.1 ${status}\r\nx-mesh-error: ${code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
   });
   return server;
+}
+
+/** Parser errors that have a more specific answer than 400 (as Node's own default handler gives them). */
+const CLIENT_ERRORS: Readonly<Record<string, readonly [string, string]>> = Object.freeze({
+  HPE_HEADER_OVERFLOW: ['431 Request Header Fields Too Large', 'headers-too-large'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: ['413 Payload Too Large', 'payload-too-large'],
+  HPE_INVALID_VERSION: ['505 HTTP Version Not Supported', 'version-not-supported'],
+  ERR_HTTP_REQUEST_TIMEOUT: ['408 Request Timeout', 'bad-request'],
+});
+
+/**
+ * The requests still being answered on each connection, so that a parse error is answered in the right place. Bad
+ * bytes after complete requests are refused once those have their responses, never in their place (the client would
+ * take the refusal for the answer to a request the upstream did receive). Bad bytes inside a request's body are that
+ * request's failure: refused at once, and the connection closed, which aborts the body the upstream was receiving.
+ */
+class Answering {
+  private readonly open = new WeakMap<Socket, Set<IncomingMessage>>();
+
+  track(req: IncomingMessage, res: ServerResponse): void {
+    let reqs = this.open.get(req.socket);
+    if (!reqs) this.open.set(req.socket, (reqs = new Set()));
+    const set = reqs;
+    set.add(req);
+    res.once('close', () => {
+      set.delete(req);
+      if (set.size === 0) this.pending.get(set)?.();
+    });
+  }
+
+  private readonly pending = new WeakMap<Set<IncomingMessage>, () => void>();
+
+  refuse(socket: Socket, response: string): void {
+    const now = (): void => {
+      if (!socket.writable) return void socket.destroy();
+      socket.end(response, () => socket.destroy());
+    };
+    const reqs = this.open.get(socket);
+    if (!reqs || reqs.size === 0 || [...reqs].some((r) => !r.complete)) return now();
+    this.pending.set(reqs, now);
+  }
 }
 
 /** Serves one request of either HTTP version (h2-listener.ts hands HTTP/2 streams here through the compatibility API). */
@@ -97,6 +153,8 @@ export function serve(deps: ListenerDeps, inflight: InFlight, req: DownstreamReq
   const ex = buildExchange(deps, req, res);
   const done = () => inflight.leave();
   if (ex instanceof MeshError) {
+    // The body of a refused request (perhaps too large, or framed in a way we will not forward) is not drained: the connection ends.
+    if ('shouldKeepAlive' in res && hasBody(req)) res.shouldKeepAlive = false;
     const stub = stubExchange(deps, req, res);
     respondError(stub, ex);
     deps.refused.record(res.statusCode, (deps.clock.now() - stub.start) / 1000, stub.grpcStatus);
@@ -111,8 +169,11 @@ export function serve(deps: ListenerDeps, inflight: InFlight, req: DownstreamReq
 }
 
 function buildExchange(deps: ListenerDeps, req: DownstreamRequest, res: DownstreamResponse): Exchange | MeshError {
-  const h2 = req.httpVersionMajor === 2;
-  if (req.httpVersionMajor !== 1 && !h2) return new MeshError('version-not-supported', `HTTP/${req.httpVersion} is not supported`);
+  // The version on an HTTP/1 request line says nothing about the protocol: `GET / HTTP/2.0` is HTTP/1 text.
+  const h2 = req instanceof Http2ServerRequest;
+  if (!h2 && req.httpVersionMajor !== 1) return new MeshError('version-not-supported', `HTTP/${req.httpVersion} is not supported`);
+  const refused = h2 ? undefined : checkFraming(req, deps.limits ?? LIMITS);
+  if (refused) return refused;
   const raw = req.rawHeaders;
   if (raw.length > LIMITS.maxHeaderCount * 2) return new MeshError('headers-too-large', `more than ${LIMITS.maxHeaderCount} headers`);
   let hosts = 0;
@@ -163,6 +224,25 @@ function buildExchange(deps: ListenerDeps, req: DownstreamRequest, res: Downstre
     deadline: grpcTimeout === undefined ? undefined : start + grpcTimeout,
     grpcStatus: '',
   };
+}
+
+/**
+ * HTTP/1 framing Node's parser lets through but we cannot forward faithfully. A transfer coding other than a lone
+ * `chunked` (`gzip, chunked` is valid HTTP, but undici re-frames the body and the coding would be silently lost) is
+ * refused, as Envoy refuses it; so is a declared body over the limit (before `100 Continue`, HARDENING.md row 10),
+ * and an HTTP/1.1 request without Host (RFC 9112 §3.2).
+ */
+function checkFraming(req: IncomingMessage, limits: ListenerLimits): MeshError | undefined {
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
+    return new MeshError('bad-request', `unsupported transfer-encoding "${te.slice(0, 64)}"`);
+  }
+  const cl = req.headers['content-length'];
+  if (cl !== undefined && Number(cl) > limits.maxRequestBodyBytes) {
+    return new MeshError('payload-too-large', `request body of ${cl} bytes is over the ${limits.maxRequestBodyBytes}-byte limit`);
+  }
+  if (req.httpVersionMinor === 1 && req.headers.host === undefined) return new MeshError('bad-request', 'missing Host header');
+  return undefined;
 }
 
 /**

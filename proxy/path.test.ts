@@ -16,6 +16,7 @@ describe('normalizePath', () => {
     ['/a/%7euser', '/a/~user', ''],
     ['/caf%c3%a9', '/caf%C3%A9', ''],
     ['/a;b/c', '/a;b/c', ''],
+    ['/a/..b%3Bc/d', '/a/..b%3Bc/d', ''],
     ['/invoices/..', '/', ''],
   ])('%s → %s', (input, path, query) => {
     expect(normalizePath(input)).toEqual({ ok: true, path, query });
@@ -38,6 +39,10 @@ describe('normalizePath', () => {
     ['/a%c0%afb', 'invalid UTF-8 in path'],
     ['/%e0%80%ae', 'invalid UTF-8 in path'],
     ['/caf%c3', 'invalid UTF-8 in path'],
+    ['/public/%2e%2e;/admin', 'path parameters on an empty or dot segment'],
+    ['/public/..%3b/admin', 'path parameters on an empty or dot segment'],
+    ['/public/%2E%2E%3B/admin', 'path parameters on an empty or dot segment'],
+    ['/%3Bx/admin', 'path parameters on an empty or dot segment'],
   ])('rejects %j', (input, reason) => {
     expect(normalizePath(input)).toEqual({ ok: false, reason });
   });

@@ -20,6 +20,7 @@ export function normalizePath(target: string): NormalizedPath {
   for (let i = 0; i < query.length; i++) {
     const c = query.charCodeAt(i);
     if (c < 0x21 || c === 0x7f) return bad('control character in query');
+    if (c > 0x7f) return bad('non-ASCII character in query');
   }
   // Fast path: the common case has nothing to decode or collapse.
   if (isPlain(raw)) return { ok: true, path: raw, query };
@@ -29,6 +30,9 @@ export function normalizePath(target: string): NormalizedPath {
     const ch = raw[i];
     const code = raw.charCodeAt(i);
     if (code < 0x21 || code === 0x7f) return bad('control character in path');
+    // Raw bytes above 0x7F must be percent-encoded (RFC 3986). Node's HTTP/1 parser refuses them, but an HTTP/2 :path
+    // brings them as they are, undici would write them raw, and the next sidecar's parser would answer 400.
+    if (code > 0x7f) return bad('non-ASCII character in path');
     if (ch === '\\') return bad('backslash in path');
     if (ch === '#') return bad('fragment in request target');
     if (ch !== '%') {
@@ -46,7 +50,8 @@ export function normalizePath(target: string): NormalizedPath {
   // A backend that cuts path parameters before resolving dots and merging slashes (Tomcat, Spring) reads `..;x` as `..`
   // and `;x` as an empty segment; we and AccessPolicy read plain segments: `/public/..;/admin` would pass an allow rule
   // on /public/* and `/;x/admin` a deny rule on /admin/*, and both reach /admin.
-  if (/\/\.{0,2};/.test(decoded)) return bad('path parameters on an empty or dot segment');
+  // `%3B` too: Spring, for one, decodes it before cutting parameters.
+  if (/\/\.{0,2}(?:;|%3B)/.test(decoded)) return bad('path parameters on an empty or dot segment');
   // Overlong or truncated UTF-8 (`%C0%AE` for ".") is how a lenient decoder downstream could see a path we did not.
   if (hasHighEscape(decoded) && !isValidUtf8Escapes(decoded)) return bad('invalid UTF-8 in path');
   return { ok: true, path: removeDotSegments(decoded.replace(/\/{2,}/g, '/')), query };
@@ -70,7 +75,7 @@ function isValidUtf8Escapes(p: string): boolean {
 function isPlain(p: string): boolean {
   for (let i = 0; i < p.length; i++) {
     const c = p.charCodeAt(i);
-    if (c === 0x25 /* % */ || c === 0x5c /* \ */ || c === 0x23 /* # */ || c < 0x21 || c === 0x7f) return false;
+    if (c === 0x25 /* % */ || c === 0x5c /* \ */ || c === 0x23 /* # */ || c < 0x21 || c >= 0x7f) return false;
     // `//`, `/.` and `/;` may need merging, resolving or refusing: the slow path decides.
     const next = p.charCodeAt(i + 1);
     if (c === 0x2f && (next === 0x2f || next === 0x2e || next === 0x3b)) return false;
