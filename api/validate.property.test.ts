@@ -350,7 +350,7 @@ describe('loading and validation properties', () => {
       expect(() => { result = validateAll(text, FILE); }).not.toThrow();
       expect(result!.issues.flatMap((i) => issueProblems(i, text))).toEqual([]);
       expect(result!.resources.flatMap(structuralProblems)).toEqual([]);
-    }), { numRuns: 100, examples: RAW_DOCS.map((d) => [[d], undefined]) });
+    }), { numRuns: 100, examples: RAW_DOCS.map((d): [string[], unknown[] | undefined] => [[d], undefined]) });
   });
 
   // Guards against a crafted or mistyped file crashing `mesh validate`, `mesh apply` or the control plane.
