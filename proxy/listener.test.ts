@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { systemClock } from '../api/clock.js';
 import { MeshError } from '../api/errors.js';
 import { createLogger } from '../api/log.js';
-import { createListener, hostOf, InFlight, LIMITS, splitTarget, type ListenerDeps, type ListenerLimits } from './listener.js';
+import { createListener, hostOf, InFlight, LIMITS, splitTarget, unsupportedVersion, type ListenerDeps, type ListenerLimits } from './listener.js';
 
 describe('splitTarget', () => {
   it.each([
@@ -30,6 +30,15 @@ describe('splitTarget', () => {
     expect(r).toBeInstanceOf(MeshError);
     expect((r as MeshError).code).toBe('bad-request');
     expect((r as MeshError).message).toBe(message);
+  });
+});
+
+describe('unsupportedVersion', () => {
+  it.each([
+    ['GET / HTTP/1.2\r\n', true], ['GET / HTTP/2.0\r\nHost: a', true], ['GET / HTTP/0.1\r\n', true],
+    ['GET / HTTP/1.1\r\n', false], ['GET / HTTP/1.1\nHost: a', false], ['GET / HTTP/1.10\r\n', false], ['PRI / HTTP/1.1\r\n', false],
+  ])('%j → %s', (line, want) => {
+    expect(unsupportedVersion(Buffer.from(line, 'latin1'))).toBe(want);
   });
 });
 
@@ -141,6 +150,9 @@ describe('createListener (HARDENING.md bad input)', () => {
   it.each([
     ['an HTTP/2.0 request line', 505, 'GET / HTTP/2.0\r\nHost: a\r\n\r\n'],
     ['an unknown HTTP/1 minor version', 505, 'GET / HTTP/1.2\r\nHost: a\r\n\r\n'],
+    ['HTTP/3.0', 505, 'GET / HTTP/3.0\r\nHost: a\r\n\r\n'],
+    ['a bare LF after a good version (llhttp calls it a version error)', 400, 'GET / HTTP/1.1\nHost: a\n\n'],
+    ['PRI as an HTTP/1.1 method', 400, 'PRI / HTTP/1.1\r\nHost: a\r\n\r\n'],
     ['an HTTP/1.1 request without Host', 400, 'POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx'],
     ['Transfer-Encoding with a coding before chunked', 400, 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n'],
     ['a Content-Length over the body limit', 413, 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\nx'],

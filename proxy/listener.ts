@@ -98,8 +98,9 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
     socket.end('HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
     deps.log.debug('connect_refused', { direction: deps.direction, target: req.url });
   });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    const [status, code] = CLIENT_ERRORS[err.code ?? ''] ?? ['400 Bad Request', 'bad-request'];
+  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
+    const known = err.code === 'HPE_INVALID_VERSION' && !unsupportedVersion(err.rawPacket) ? undefined : CLIENT_ERRORS[err.code ?? ''];
+    const [status, code] = known ?? ['400 Bad Request', 'bad-request'];
     answering.refuse(socket, `HTTP/1.1 ${status}\r\nx-mesh-error: ${code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
   });
   return server;
@@ -112,6 +113,17 @@ const CLIENT_ERRORS: Readonly<Record<string, readonly [string, string]>> = Objec
   HPE_INVALID_VERSION: ['505 HTTP Version Not Supported', 'version-not-supported'],
   ERR_HTTP_REQUEST_TIMEOUT: ['408 Request Timeout', 'bad-request'],
 });
+
+/**
+ * Whether the request line ends in a well-formed version we do not speak (`HTTP/1.2`, `HTTP/3.0`): that is a 505.
+ * llhttp reports other damage near the version as a version error too (a bare LF after it, `PRI` without `HTTP/2.0`),
+ * and that is a plain 400.
+ */
+export function unsupportedVersion(packet: Buffer | undefined): boolean {
+  if (!packet) return false;
+  const m = /^[^\r\n]* HTTP\/(\d)\.(\d)\r\n/.exec(packet.subarray(0, 8_192).toString('latin1'));
+  return m !== null && !(m[1] === '1' && (m[2] === '0' || m[2] === '1'));
+}
 
 /**
  * The requests still being answered on each connection, so that a parse error is answered in the right place. Bad
