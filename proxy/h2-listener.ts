@@ -53,13 +53,16 @@ export function createH2Listener(deps: ListenerDeps, inflight: InFlight): H2List
   server.on('checkContinue', onRequest);
   // The sockets come from our own net listeners (default Nagle on): without this, small HEADERS-only responses wait for
   // the peer's delayed ACK (measured: gRPC unary mean 13.6 ms at 64 streams, sidecars half idle).
-  server.on('connection', (socket: net.Socket) => socket.setNoDelay(true));
+  server.on('connection', (socket: net.Socket & { [RAW_SOCKET]?: net.Socket }) => {
+    socket.setNoDelay(true);
+    socket[RAW_SOCKET] = socket;
+  });
   server.on('session', (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
     session.on('error', (err: Error) => deps.log.debug('h2_session_error', { direction: deps.direction, error: err.message }));
-    // An idle session is closed gracefully; an open (even quiet) stream keeps it, as grpc-js keepalives expect.
-    session.setTimeout(LIMITS.keepAliveTimeoutMs, () => session.close());
+    session.setTimeout(LIMITS.keepAliveTimeoutMs, () => closeIdle(session, deps));
+    keepRfcCodes(session);
     guardResets(session, deps.clock, deps.log);
     if (inflight.draining) session.close();
   });
@@ -72,12 +75,84 @@ export function createH2Listener(deps: ListenerDeps, inflight: InFlight): H2List
     async closeAll() {
       await Promise.all([...sessions].map((s) => new Promise<void>((resolve) => {
         if (s.destroyed) return resolve();
-        const timer = setTimeout(() => { s.destroy(); resolve(); }, CLOSE_GRACE_MS);
+        const timer = setTimeout(() => {
+          // The socket too: a session whose peer stopped reading never finishes a destroy() (see closeIdle).
+          const socket = rawSocketOf(s);
+          s.destroy();
+          socket?.destroy();
+          resolve();
+        }, CLOSE_GRACE_MS);
         s.once('close', () => { clearTimeout(timer); resolve(); });
         s.close();
       })));
     },
   };
+}
+
+/** The socket under a session, set on 'connection': node:http2 hands out only a proxy, which reads properties through. */
+const RAW_SOCKET = Symbol('mesh.rawSocket');
+
+function rawSocketOf(session: http2.ServerHttp2Session): net.Socket | undefined {
+  try {
+    return (session.socket as unknown as { [RAW_SOCKET]?: net.Socket })[RAW_SOCKET];
+  } catch {
+    return undefined; // ERR_HTTP2_SOCKET_UNBOUND: already detached
+  }
+}
+
+/**
+ * The session idle timeout. A quiet session is closed gracefully: an open (even quiet) stream keeps it, as grpc-js
+ * keepalives expect. But frames still queued after a whole idle period mean the peer stopped reading (a PING or
+ * SETTINGS flood over TLS ends this way: nghttp2 stops reading while it cannot write the ACKs), and node:http2's
+ * close() and even destroy() wait for the pending write forever: the socket itself is destroyed. Found by
+ * test/hardening/h2-abuse.test.ts (the stalled session was never released).
+ */
+function closeIdle(session: http2.ServerHttp2Session, deps: ListenerDeps): void {
+  if (session.destroyed) return;
+  const queued = session.state.outboundQueueSize ?? 0;
+  if (queued === 0) {
+    session.close();
+    return;
+  }
+  deps.log.info('h2_peer_not_reading', { direction: deps.direction, queued_frames: queued, idle_ms: LIMITS.keepAliveTimeoutMs });
+  const socket = rawSocketOf(session);
+  session.destroy(new Error('peer stopped reading'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  socket?.destroy();
+}
+
+/**
+ * nghttp2 library errors (nghttp2.h `NGHTTP2_ERR_*`) that node:http2 turns into `session.destroy(err)` with no code,
+ * and the RFC 9113 §7 code each one means. Floods are ENHANCE_YOUR_CALM, as nghttp2 itself would say.
+ */
+const RFC_CODE_OF_LIB_ERROR: ReadonlyMap<number, number> = new Map([
+  [-505 /* NGHTTP2_ERR_PROTO */, http2.constants.NGHTTP2_PROTOCOL_ERROR],
+  [-510 /* NGHTTP2_ERR_STREAM_CLOSED */, http2.constants.NGHTTP2_STREAM_CLOSED],
+  [-522 /* NGHTTP2_ERR_FRAME_SIZE_ERROR */, http2.constants.NGHTTP2_FRAME_SIZE_ERROR],
+  [-523 /* NGHTTP2_ERR_HEADER_COMP */, http2.constants.NGHTTP2_COMPRESSION_ERROR],
+  [-524 /* NGHTTP2_ERR_FLOW_CONTROL */, http2.constants.NGHTTP2_FLOW_CONTROL_ERROR],
+  // node's own callbacks fail this way once a peer has had maxSessionRejectedStreams streams refused (for
+  // maxSessionMemory or the concurrency limit) and keeps opening more: the defence against a stream or header flood.
+  [-902 /* NGHTTP2_ERR_CALLBACK_FAILURE */, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM],
+  [-904 /* NGHTTP2_ERR_FLOODED: too many queued PING/SETTINGS ACKs */, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM],
+  [-905 /* NGHTTP2_ERR_TOO_MANY_CONTINUATIONS (CVE-2024-27316 family) */, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM],
+]);
+
+/** The GOAWAY code for an error node:http2 destroys a session with; undefined leaves node's default (INTERNAL_ERROR). */
+export function rfcCodeOf(err: unknown): number | undefined {
+  const e = err as { code?: unknown; errno?: unknown } | null | undefined;
+  if (e?.code === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') return http2.constants.NGHTTP2_ENHANCE_YOUR_CALM;
+  if (e?.code !== 'ERR_HTTP2_ERROR' || typeof e.errno !== 'number') return undefined;
+  return RFC_CODE_OF_LIB_ERROR.get(e.errno);
+}
+
+/**
+ * When nghttp2 reports a peer's protocol violation, node:http2 destroys the session with the error but no code, so the
+ * GOAWAY says INTERNAL_ERROR ("the server broke") where RFC 9113 names PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ... (and its
+ * own GOAWAY with the right code is pre-empted). Found by test/hardening/h2-abuse.test.ts; this restores the RFC code.
+ */
+function keepRfcCodes(session: http2.ServerHttp2Session): void {
+  const destroy = session.destroy.bind(session);
+  session.destroy = (error?: Error, code?: number) => destroy(error, code ?? rfcCodeOf(error));
 }
 
 /** Sends GOAWAY ENHANCE_YOUR_CALM to a session whose client resets streams faster than RESET_GUARD allows. */

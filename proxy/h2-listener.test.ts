@@ -1,0 +1,69 @@
+import http2 from 'node:http2';
+import net, { type AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../api/clock.js';
+import { createLogger } from '../api/log.js';
+import { createH2Listener, rfcCodeOf } from './h2-listener.js';
+import { InFlight, type ListenerDeps } from './listener.js';
+
+const { NGHTTP2_PROTOCOL_ERROR, NGHTTP2_FLOW_CONTROL_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+
+/** What node:http2 hands session.destroy() when nghttp2 fails a session (lib/internal/http2/util.js NghttpError). */
+const nghttpError = (errno: number, code = 'ERR_HTTP2_ERROR') => Object.assign(new Error('x'), { code, errno });
+
+describe('rfcCodeOf', () => {
+  it.each([
+    ['NGHTTP2_ERR_PROTO', nghttpError(-505), NGHTTP2_PROTOCOL_ERROR],
+    ['NGHTTP2_ERR_FLOW_CONTROL', nghttpError(-524), NGHTTP2_FLOW_CONTROL_ERROR],
+    ['NGHTTP2_ERR_FLOODED', nghttpError(-904), NGHTTP2_ENHANCE_YOUR_CALM],
+    ['NGHTTP2_ERR_TOO_MANY_CONTINUATIONS', nghttpError(-905), NGHTTP2_ENHANCE_YOUR_CALM],
+    ['NGHTTP2_ERR_CALLBACK_FAILURE (rejected streams)', nghttpError(-902), NGHTTP2_ENHANCE_YOUR_CALM],
+    ['too many invalid frames', nghttpError(-902, 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES'), NGHTTP2_ENHANCE_YOUR_CALM],
+    ['an unknown library error', nghttpError(-599), undefined],
+    ['a socket error', Object.assign(new Error('reset'), { code: 'ECONNRESET', errno: -104 }), undefined],
+    ['no error', undefined, undefined],
+  ])('%s', (_name, err, code) => {
+    expect(rfcCodeOf(err)).toBe(code);
+  });
+});
+
+describe('createH2Listener', () => {
+  let close: (() => Promise<void>) | undefined;
+  afterEach(async () => {
+    await close?.();
+    close = undefined;
+  });
+
+  const frame = (type: number, flags: number, streamId: number, payload = Buffer.alloc(0)): Buffer => {
+    const h = Buffer.alloc(9);
+    h.writeUIntBE(payload.length, 0, 3);
+    h[3] = type;
+    h[4] = flags;
+    h.writeUInt32BE(streamId, 5);
+    return Buffer.concat([h, payload]);
+  };
+
+  it('answers a protocol violation with GOAWAY PROTOCOL_ERROR, not the INTERNAL_ERROR node:http2 would send', async () => {
+    const deps = {
+      direction: 'outbound', clock: systemClock, log: createLogger('error', {}),
+      handler: () => Promise.resolve(), refused: { record: () => undefined },
+    } as unknown as ListenerDeps;
+    const h2 = createH2Listener(deps, new InFlight());
+    await new Promise<void>((resolve) => h2.server.listen(0, '127.0.0.1', resolve));
+    close = async () => {
+      await h2.closeAll();
+      await new Promise((resolve) => h2.server.close(resolve));
+    };
+    const socket = net.connect((h2.server.address() as AddressInfo).port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let got = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => { got = Buffer.concat([got, d]); });
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    // The preface, our SETTINGS, then a SETTINGS frame on stream 1 (RFC 9113 §6.5: a connection error PROTOCOL_ERROR).
+    socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), frame(4, 0, 0), frame(4, 0, 1)]));
+    await closed;
+    let goaway: number | undefined;
+    for (let i = 0; i + 9 <= got.length; i += 9 + got.readUIntBE(i, 3)) if (got[i + 3] === 7) goaway = got.readUInt32BE(i + 13);
+    expect(goaway).toBe(NGHTTP2_PROTOCOL_ERROR);
+  });
+});
