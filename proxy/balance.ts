@@ -60,7 +60,7 @@ export function balanceTry(clock: Clock): TryHandler {
     else ok = ex.res.statusCode < 500 && ex.grpcStatus !== UNAVAILABLE_LABEL;
     ep.observe(ok ? rtt : Math.max(rtt, FAILURE_PENALTY_MS), clock.now());
     // A client that went away says nothing about the endpoint's health.
-    if (!ex.clientGone) cluster.report(ep, ok);
+    if (!ex.clientGone) cluster.report(ep, ok, result.kind === 'failed' ? result.error : undefined);
     return result;
   };
 }

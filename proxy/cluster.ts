@@ -2,6 +2,7 @@
 import type net from 'node:net';
 import type { Pool } from 'undici';
 import type { Clock, Random } from '../api/clock.js';
+import type { ErrorCode, MeshError } from '../api/errors.js';
 import type { Snapshot, ServiceConfig } from '../api/snapshot.js';
 import type { Logger } from '../api/log.js';
 import { createPicker } from './balancer.js';
@@ -16,6 +17,10 @@ import type { Telemetry } from './telemetry.js';
 
 /** Linkerd's outbound connect timeout: a dead endpoint should cost a retry, not the whole request budget. */
 export const CONNECT_TIMEOUT_MS = 1_000;
+/** Pause between liveness probes of an endpoint whose connection failed: with the default 5 failures, ejected in ≈ 0.4 s. */
+export const PROBE_INTERVAL_MS = 100;
+/** Failures that may mean nothing is left at the endpoint's address: each starts a liveness probe (Cluster.report). */
+const CONNECTION_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['upstream-connect-failed', 'upstream-reset', 'upstream-timeout']);
 
 export interface ClusterDeps {
   readonly clock: Clock;
@@ -26,7 +31,11 @@ export interface ClusterDeps {
   readonly connectorFor?: (service: ServiceConfig, ep: Endpoint, h2: boolean) => PoolSettings['connect'];
   /** Raw mTLS connections for tunnels (dial.ts dialMesh), offering one ALPN id; without it a mutual service cannot be tunnelled to. */
   readonly dial?: (service: ServiceConfig, ep: Endpoint, alpn: string) => Promise<net.Socket>;
+  /** One liveness probe (default: a plain TCP connect, closed at once, bounded by CONNECT_TIMEOUT_MS); rejects when refused. */
+  readonly probe?: (ep: Endpoint) => Promise<void>;
 }
+
+const tcpProbe = (ep: Endpoint): Promise<void> => dialPlain(ep, CONNECT_TIMEOUT_MS).then((s) => void s.destroy());
 
 export class Cluster {
   private config: ServiceConfig;
@@ -39,6 +48,9 @@ export class Cluster {
   budget: RetryBudget;
   /** Requests waiting for a connection across all endpoints (the circuit's pending limit). */
   queued = 0;
+  /** Endpoints with a liveness probe under way. */
+  private readonly probing = new Set<Endpoint>();
+  private closed = false;
 
   constructor(config: ServiceConfig, private readonly deps: ClusterDeps) {
     this.config = config;
@@ -185,9 +197,40 @@ export class Cluster {
     return 'queued';
   }
 
-  report(ep: Endpoint, ok: boolean): void {
-    if (ok) this.outlier.reportSuccess(ep);
-    else this.outlier.reportFailure(ep);
+  /** One try's outcome for outlier detection; `error` (a failed try's) decides whether the endpoint is probed. */
+  report(ep: Endpoint, ok: boolean, error?: MeshError): void {
+    if (ok) return this.outlier.reportSuccess(ep);
+    this.outlier.reportFailure(ep);
+    if (error && CONNECTION_FAILURES.has(error.code)) this.probe(ep);
+  }
+
+  /**
+   * HARDENING.md: a dead endpoint is ejected within 1 s. Consecutive failures alone do not get there with the EWMA
+   * picker (the default): after its first failure the picker avoids the endpoint (balance.ts's failure penalty), so the
+   * failures that would eject it never come, and /clusters calls a dead endpoint healthy until its estimate decays and a
+   * real request fails on it again (test/hardening/faults.test.ts). So, as Linkerd reconnects an endpoint whose connection
+   * failed and keeps it out of the balancer while it cannot connect, a try that failed at the connection level starts
+   * plain TCP connects to the endpoint, PROBE_INTERVAL_MS apart: each refused (or timed-out) one is a connect error for
+   * the detector, as DESIGN.md counts them; probing stops at the first connect, at ejection, or after consecutiveFailures
+   * probes (when the percentage cap keeps the endpoint in). A plain connect closed before any byte is not a failed
+   * handshake for a mesh peer (tls.ts waits for the first byte), and needs no certificate.
+   */
+  private probe(ep: Endpoint): void {
+    if (this.probing.has(ep) || !this.outlier.enabled) return;
+    this.probing.add(ep);
+    let left = this.config.policy.outlierDetection.consecutiveFailures;
+    const next = (): void => {
+      if (this.closed || ep.ejected || left-- <= 0 || !this.endpoints.includes(ep)) return void this.probing.delete(ep);
+      (this.deps.probe ?? tcpProbe)(ep).then(
+        () => void this.probing.delete(ep),
+        () => {
+          if (this.closed) return void this.probing.delete(ep);
+          this.outlier.reportFailure(ep);
+          this.deps.clock.setTimeout(next, PROBE_INTERVAL_MS);
+        },
+      );
+    };
+    next();
   }
 
   snapshot(): object {
@@ -222,6 +265,7 @@ export class Cluster {
   }
 
   close(): Promise<void> {
+    this.closed = true;
     this.outlier.close();
     const all = [...this.pools.values()].map((p) => p.close().catch(() => undefined));
     all.push(...[...this.h2Pools.values()].map((p) => p.close()));

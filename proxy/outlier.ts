@@ -68,6 +68,11 @@ export class OutlierDetector {
     this.armTick();
   }
 
+  /** Whether this detector ejects at all (a threshold or base time of 0 turns it off). */
+  get enabled(): boolean {
+    return !this.closed && this.cfg.consecutiveFailures > 0 && this.cfg.baseEjectionTimeMs > 0;
+  }
+
   reportSuccess(ep: Endpoint): void {
     if (this.closed || !this.tracked.has(ep)) return;
     ep.consecutiveFailures = 0;
