@@ -63,6 +63,8 @@ export class MeshState {
   private readonly listeners = new Set<() => void>();
   private probing: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Counts load() calls: only the latest may install its read and watch. */
+  private loads = 0;
 
   constructor(private readonly store: Store, private readonly log: Logger, private readonly debounceMs = 50, private readonly maxWaitMs = 250) {}
 
@@ -112,14 +114,20 @@ export class MeshState {
 
   /** Full read, then watch from the next revision: no event between the two can be missed. */
   private async load(): Promise<void> {
+    // The old watch stops before the read, and a load overtaken by a newer one gives way: otherwise events the old
+    // watch applied while the read was in flight (revision N+1) were wiped by the read's older state (N), and sidecars
+    // were pushed N+1, then N, then N+1 again.
+    this.watch?.close();
+    this.watch = undefined;
+    const seq = ++this.loads;
     const range = await this.store.get(PREFIX);
+    if (seq !== this.loads) return;
     this.resources.clear();
     this.registry.clear();
     this.replicas.clear();
     for (const kv of range.kvs) this.index(kv);
     this.revision = range.revision;
     this.healthy = true;
-    this.watch?.close();
     this.watch = this.store.watch(PREFIX, range.revision + 1, {
       onEvents: (events, revision) => {
         for (const e of events) {
