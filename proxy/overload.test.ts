@@ -69,6 +69,17 @@ describe('LoadShedder', () => {
     expect(shedder.shed()).toBe(false);
   });
 
+  it('sheds nothing while few requests are in flight: a late loop with little work is starved, not overloaded', () => {
+    const clock = new HandClock();
+    let inFlight = 10;
+    const shedder = new LoadShedder({ lagTargetMs: 100, clock, random: () => 0, inFlight: () => inFlight, minInFlight: 64 });
+    clock.tick(500);
+    expect(shedder.share).toBeGreaterThan(0);
+    expect(shedder.shed()).toBe(false);
+    inFlight = 64;
+    expect(shedder.shed()).toBe(true);
+  });
+
   it('is off with a target of 0 (no timer at all)', () => {
     const clock = new HandClock();
     const shedder = new LoadShedder({ lagTargetMs: 0, clock, random: () => 0 });

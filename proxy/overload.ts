@@ -20,6 +20,15 @@ export interface ShedderOptions {
   readonly intervalMs?: number;
   readonly clock: Clock;
   readonly random: Random;
+  /** Requests in flight in this sidecar now (both directions). */
+  readonly inFlight?: () => number;
+  /**
+   * Below this many requests in flight, nothing is shed whatever the lag. A late event loop with few requests is not
+   * overloaded by them: it is starved of CPU by something else (other processes, a GC pause), and refusing a handful
+   * of requests would not give it back any time; it would only fail them. Seen in CI, where parallel test files
+   * starve every sidecar at once. Default 64.
+   */
+  readonly minInFlight?: number;
 }
 
 /** Increase per sample over the target, decrease per sample under it: quick to react, slow to let go (no flapping). */
@@ -59,7 +68,7 @@ export class LoadShedder {
 
   /** Whether to refuse this request: nearly free while the loop keeps up (share 0). */
   shed(): boolean {
-    return this.share > 0 && this.o.random() < this.share;
+    return this.share > 0 && (this.o.inFlight?.() ?? Infinity) >= (this.o.minInFlight ?? 64) && this.o.random() < this.share;
   }
 
   stop(): void {

@@ -148,9 +148,13 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     respondError(ex, new MeshError('no-healthy-upstream', 'sidecar has no config from the control plane yet'));
     return Promise.resolve();
   };
+  const outIn = new InFlight();
+  const inIn = new InFlight();
   const shedLagMs = o.shedLagMs ?? 100;
   // The real clock always: the lag of a fake clock would mean nothing.
-  const shedder = shedLagMs > 0 ? new LoadShedder({ lagTargetMs: shedLagMs, clock: systemClock, random }) : undefined;
+  const shedder = shedLagMs > 0
+    ? new LoadShedder({ lagTargetMs: shedLagMs, clock: systemClock, random, inFlight: () => outIn.count + inIn.count })
+    : undefined;
   const deps = {
     clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s),
     tracer: tracing && (() => tracing.active), accessLog, shedder,
@@ -159,8 +163,6 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     clock, log, telemetry, service: me.service, cluster: deps.cluster, appCluster: () => appCluster, access: () => current().access,
     idleTimeoutMs: o.tunnelIdleTimeoutMs ?? TUNNEL_IDLE_TIMEOUT_MS, tcp: o.tcp ?? [],
   });
-  const outIn = new InFlight();
-  const inIn = new InFlight();
   const outboundDeps = {
     direction: 'outbound' as const, clock, log, handler: gate(outboundPipeline(deps, me.service)),
     upgrade: gate(outboundUpgradePipeline(deps, me.service, tunnels.websocket)),
