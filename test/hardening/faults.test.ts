@@ -7,6 +7,7 @@ import { startControlPlane, removeMeshDirs, stopAllControlPlanes } from '../harn
 import { billingRoute, billingYaml, describeFailures, failed, snapshotEndpoints, snapshotWeights, startTraffic, waitAllInSync, type Traffic } from '../harness/dynamic-mesh.js';
 import { startDynamicSidecar, stopAllDynamicSidecars, type DynamicSidecar } from '../harness/dynamic-sidecar.js';
 import { startFaultProxy, type FaultProxy } from '../harness/fault-proxy.js';
+import { echoClient, grpc, startEchoServer, type EchoServer } from '../harness/grpc.js';
 import { sumWhere } from '../harness/prom.js';
 import { route, service, toYaml, type Doc } from '../harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from '../harness/sidecar.js';
@@ -39,7 +40,7 @@ afterAll(async () => {
   await removeMeshDirs();
 }, 30_000);
 
-async function faultProxy(target: Upstream): Promise<FaultProxy> {
+async function faultProxy(target: { address: string }): Promise<FaultProxy> {
   const p = await startFaultProxy({ target: target.address });
   proxies.push(p);
   return p;
@@ -250,6 +251,35 @@ describe('an endpoint dies after sending response headers', () => {
     }
     expect((await request(sc.outbound, { host: 'ok', path: '/after' })).status).toBe(200);
   }, 40_000);
+
+  it.each(['rst', 'fin'] as const)('gRPC: a server stream whose upstream connection dies mid-stream (%s) ends with an error status, never OK', async (how) => {
+    const app: EchoServer = await startEchoServer('streamer');
+    try {
+      const proxy = await faultProxy(app);
+      // 20 kB into the HTTP/2 connection: after the response headers and some of the 2,000 messages.
+      proxy.resetAt({ at: 20_000, how });
+      const docs = service({ name: 'echo', endpoints: [{ address: proxy.endpoint }] });
+      docs[0].spec.protocol = 'grpc';
+      const sc = await web(docs);
+      const echo = echoClient(sc.outbound);
+      try {
+        const call = echo.serverStream({ text: 'x'.repeat(100), seq: 0, count: 2_000 }, new grpc.Metadata());
+        let messages = 0;
+        call.on('data', () => void messages++);
+        const status = await new Promise<grpc.StatusObject>((resolve) => {
+          call.on('status', resolve);
+          call.on('error', () => undefined);
+        });
+        expect(status.code, `${status.details} after ${messages} messages`).not.toBe(grpc.status.OK);
+        expect(messages).toBeGreaterThan(0);
+        expect(messages).toBeLessThan(2_000);
+      } finally {
+        echo.close();
+      }
+    } finally {
+      await app.close();
+    }
+  }, 30_000);
 });
 
 describe('one endpoint 2 s slower than the rest', () => {
