@@ -108,6 +108,8 @@ describe('1 of 3 endpoints killed during a steady load of idempotent requests', 
             void ups[2].kill();
           }
           ejected = whenEjected(sc, 'steady', victim);
+          // Awaited after the load; this only keeps an early failure of the load from leaving it unhandled.
+          ejected.catch(() => undefined);
         },
         send: async (i) => {
           const r = await request(sc.outbound, { host: 'steady', path: `/item/${i}`, dispatcher: pool, timeoutMs: 10_000 });
@@ -120,7 +122,8 @@ describe('1 of 3 endpoints killed during a steady load of idempotent requests', 
     const ejectedAt = await ejected!;
     expect(run.notStarted).toBe(0);
     expect(notOk(run.outcomes).length, describeRun(run.outcomes)).toBe(0);
-    expect(run.outcomes.filter((o) => o.index < 600 && o.ok && o.value.upstream === 's3').length, 's3 was in rotation before the kill').toBeGreaterThan(20);
+    // EWMA shares unevenly (it favours whichever endpoint looks fastest), so only "in rotation" is asserted.
+    expect(run.outcomes.filter((o) => o.index < 600 && o.ok && o.value.upstream === 's3').length, 's3 was in rotation before the kill').toBeGreaterThan(0);
     expect(ejectedAt - killedAt, `ms from the kill until /clusters showed ${victim} ejected`).toBeLessThan(EJECTION_BOUND_MS);
     expect((await sc.endpoints('steady')).filter((e) => e.ejected).map((e) => e.address)).toEqual([victim]);
     expect(sumWhere(await sc.samples('mesh_endpoint_ejections_total'), { destination_service: 'steady' })).toBe(1);
@@ -391,6 +394,7 @@ describe('SIGTERM under load', () => {
           termAt = Date.now();
           exited = sc.stop('SIGTERM', 15_000);
           refusedAt = waitFor(() => connectRefused(sc.outbound), { timeoutMs: 5_000, intervalMs: 5, what: 'the outbound listener to close' }).then(() => Date.now());
+          refusedAt.catch(() => undefined);
         },
         send: async (i) => {
           const r = await request(sc.outbound, { host: 'slow', path: `/r/${i}`, dispatcher: pool, timeoutMs: 10_000 });
