@@ -68,9 +68,18 @@ async function frontedListener(limits: Partial<ListenerLimits> = {}) {
       ex.res.writeHead(200, { 'content-length': Buffer.byteLength(ex.path) });
       ex.res.end(ex.path);
     },
+    // WebSocket handshakes: refused, as an upstream that answers without 101 would have them.
+    upgrade: async (ex) => {
+      ex.res.writeHead(403, { 'content-length': 0 });
+      ex.res.end();
+    },
   };
   const server = createListener(deps, new InFlight());
-  const front = net.createServer((socket) => server.emit('connection', socket));
+  // As the outbound front does (h2-listener.ts): the first bytes are read to sniff the protocol, then replayed.
+  const front = net.createServer((socket) => socket.once('data', (chunk: Buffer) => {
+    server.emit('connection', socket);
+    socket.emit('data', chunk);
+  }));
   await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
   return {
     port: (front.address() as AddressInfo).port,
@@ -111,6 +120,16 @@ function exchange(port: number, text: string, o: { dribbleMs?: number; onData?: 
   });
 }
 
+/** Resolves with `p`, or fails naming `what` after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const statuses = (text: string): number[] => [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
 
 describe('createListener (HARDENING.md bad input)', () => {
@@ -132,6 +151,68 @@ describe('createListener (HARDENING.md bad input)', () => {
       const got = await exchange(l.port, 'GET /first HTTP/1.1\r\nHost: a\r\n\r\nGARBAGE\r\n\r\n');
       expect(statuses(got)).toEqual([200, 400]);
       expect(got).toContain('/first');
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('takes over a WebSocket handshake pipelined behind a request only once that request is answered', async () => {
+    const l = await frontedListener();
+    try {
+      // Taking the socket while /first was still being answered threw ERR_HTTP_SOCKET_ASSIGNED out of the process.
+      const ws = 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+      const got = await exchange(l.port, `GET /first HTTP/1.1\r\nHost: a\r\n\r\n${ws}`);
+      expect(statuses(got)).toEqual([200, 403]);
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('replays an h2c upgrade pipelined behind a request as a plain request, after that request is answered', async () => {
+    const l = await frontedListener();
+    try {
+      const got = await exchange(l.port, 'GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nGET /third HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+      expect(statuses(got)).toEqual([200, 200, 200]);
+      expect(got.indexOf('/first')).toBeLessThan(got.indexOf('/second'));
+      expect(got.indexOf('/second')).toBeLessThan(got.indexOf('/third'));
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('replays a pipelined h2c upgrade once, even when the requests after it are answered too', async () => {
+    const l = await frontedListener();
+    try {
+      // The first request is refused (101 fields) and answered at once; the replayed ones join the same connection.
+      const many = Array.from({ length: 101 }, (_, i) => `X-H${i}: v\r\n`).join('');
+      const sock = net.connect(l.port, '127.0.0.1');
+      let got = '';
+      let sentLast = false;
+      const closed = new Promise<void>((resolve) => sock.on('close', () => resolve()));
+      sock.setEncoding('latin1');
+      sock.on('data', (d: string) => {
+        got += d;
+        // Once /b and /c are answered, one more request closes the connection: nothing may come before its answer.
+        if (!sentLast && statuses(got).length === 3) {
+          sentLast = true;
+          sock.write('GET /z HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+        }
+      });
+      sock.write(`GET /a HTTP/1.1\r\nHost: a\r\n${many}\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n`);
+      await within(closed, 5_000, `the connection to close after /z; got ${JSON.stringify(got)}`);
+      expect(statuses(got)).toEqual([431, 200, 200, 200]);
+      expect([...got.matchAll(/\/[bcz]$|\/[bcz](?=HTTP)/gm)].map((m) => m[0])).toEqual(['/b', '/c', '/z']);
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('answers an unsupported Expect with 417 before an h2c upgrade pipelined behind it', async () => {
+    const l = await frontedListener();
+    try {
+      const got = await exchange(l.port, 'GET /a HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+      expect(statuses(got)).toEqual([417, 200, 200]);
+      expect(got).toMatch(/x-mesh-error: bad-request/);
     } finally {
       await l.close();
     }

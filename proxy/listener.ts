@@ -89,10 +89,20 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   server.on('request', onRequest);
   // Answer `Expect: 100-continue` ourselves, after admission (body.ts), not as soon as headers arrive.
   server.on('checkContinue', onRequest);
+  // An expectation other than 100-continue (RFC 9110 §10.1.1): 417, made like every refusal and tracked like any request
+  // (Node's own 417 went out unseen, and an upgrade pipelined behind it took the socket from under it and stalled).
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    answering.track(req, res);
+    refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 }));
+  });
   // HARDENING.md row 13: only a WebSocket handshake may become a tunnel, and only after the upstream's 101 (upgrade.ts).
   const upgrade = deps.upgrade && { ...deps, handler: deps.upgrade };
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-    acceptUpgrade(server, req, socket, head, upgrade && ((res) => serve(upgrade, inflight, req, res)));
+    // An upgrade pipelined behind requests still being answered waits for their responses (Node leaves the socket
+    // unread meanwhile): taking the socket earlier crashed the process (ERR_HTTP_SOCKET_ASSIGNED, found by npm run fuzz).
+    answering.afterAnswers(socket, () => {
+      if (!socket.destroyed) acceptUpgrade(server, req, socket, head, upgrade && ((res) => serve(upgrade, inflight, req, res)));
+    });
   });
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
     socket.end('HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
@@ -126,10 +136,11 @@ export function unsupportedVersion(packet: Buffer | undefined): boolean {
 }
 
 /**
- * The requests still being answered on each connection, so that a parse error is answered in the right place. Bad
- * bytes after complete requests are refused once those have their responses, never in their place (the client would
- * take the refusal for the answer to a request the upstream did receive). Bad bytes inside a request's body are that
- * request's failure: refused at once, and the connection closed, which aborts the body the upstream was receiving.
+ * The requests still being answered on each connection, so that what comes after them waits its turn. Bad bytes after
+ * complete requests are refused once those have their responses, never in their place (the client would take the
+ * refusal for the answer to a request the upstream did receive). Bad bytes inside a request's body are that request's
+ * failure: refused at once, and the connection closed, which aborts the body the upstream was receiving. A pipelined
+ * upgrade is taken over once the responses before it are written.
  */
 class Answering {
   private readonly open = new WeakMap<Socket, Set<IncomingMessage>>();
@@ -141,7 +152,11 @@ class Answering {
     set.add(req);
     res.once('close', () => {
       set.delete(req);
-      if (set.size === 0) this.pending.get(set)?.();
+      if (set.size > 0) return;
+      const then = this.pending.get(set);
+      // Once: requests parsed after the upgrade or refusal join the same set and must not run it again.
+      this.pending.delete(set);
+      then?.();
     });
   }
 
@@ -153,8 +168,15 @@ class Answering {
       socket.end(response, () => socket.destroy());
     };
     const reqs = this.open.get(socket);
-    if (!reqs || reqs.size === 0 || [...reqs].some((r) => !r.complete)) return now();
-    this.pending.set(reqs, now);
+    if (reqs && [...reqs].some((r) => !r.complete)) return now();
+    this.afterAnswers(socket, now);
+  }
+
+  /** Runs `fn` once every request on the connection has its response (at once if none is pending). */
+  afterAnswers(socket: Socket, fn: () => void): void {
+    const reqs = this.open.get(socket);
+    if (!reqs || reqs.size === 0) return fn();
+    this.pending.set(reqs, fn);
   }
 }
 
@@ -165,12 +187,7 @@ export function serve(deps: ListenerDeps, inflight: InFlight, req: DownstreamReq
   const ex = buildExchange(deps, req, res);
   const done = () => inflight.leave();
   if (ex instanceof MeshError) {
-    // The body of a refused request (perhaps too large, or framed in a way we will not forward) is not drained: the connection ends.
-    if ('shouldKeepAlive' in res && hasBody(req)) res.shouldKeepAlive = false;
-    const stub = stubExchange(deps, req, res);
-    respondError(stub, ex);
-    deps.refused.record(res.statusCode, (deps.clock.now() - stub.start) / 1000, stub.grpcStatus);
-    deps.accessLog?.record(stub);
+    refuse(deps, req, res, ex);
     done();
     return;
   }
@@ -178,6 +195,16 @@ export function serve(deps: ListenerDeps, inflight: InFlight, req: DownstreamReq
     deps.log.error('handler_failed', { direction: deps.direction, error: err });
     respondError(ex, err);
   }).finally(done);
+}
+
+/** Answers a request refused before routing, through respondError like every other refusal, counted and logged. */
+function refuse(deps: ListenerDeps, req: DownstreamRequest, res: DownstreamResponse, err: MeshError): void {
+  // The body of a refused request (perhaps too large, or framed in a way we will not forward) is not drained: the connection ends.
+  if ('shouldKeepAlive' in res && hasBody(req)) res.shouldKeepAlive = false;
+  const stub = stubExchange(deps, req, res);
+  respondError(stub, err);
+  deps.refused.record(res.statusCode, (deps.clock.now() - stub.start) / 1000, stub.grpcStatus);
+  deps.accessLog?.record(stub);
 }
 
 function buildExchange(deps: ListenerDeps, req: DownstreamRequest, res: DownstreamResponse): Exchange | MeshError {

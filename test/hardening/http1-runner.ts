@@ -178,7 +178,7 @@ export async function runCase(t: Target, c: CorpusCase): Promise<string[]> {
 }
 
 /** Sends raw bytes (a saved fuzzer input) on a fresh connection and reads whatever comes back, bounded; never throws. */
-export async function replay(addr: string, bytes: Buffer, timeoutMs = 3_000): Promise<void> {
+export async function replay(addr: string, bytes: Buffer, timeoutMs = 1_000): Promise<void> {
   const conn = await RawConnection.open(addr).catch(() => undefined);
   if (!conn) return;
   try {
