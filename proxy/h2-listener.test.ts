@@ -4,7 +4,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../api/clock.js';
 import { createLogger } from '../api/log.js';
 import { createH2Listener, rfcCodeOf } from './h2-listener.js';
+import type { Exchange } from './exchange.js';
 import { InFlight, type ListenerDeps } from './listener.js';
+import { withDeadline } from '../test/harness/wait.js';
 
 const { NGHTTP2_PROTOCOL_ERROR, NGHTTP2_FLOW_CONTROL_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 
@@ -34,6 +36,69 @@ describe('createH2Listener', () => {
     close = undefined;
   });
 
+  /** A listener on 127.0.0.1:0 whose handler answers with `body` (nothing at all when undefined). */
+  async function listen(body: Buffer | undefined, opts: { streamStallMs?: number } = {}): Promise<number> {
+    const deps = {
+      direction: 'outbound', clock: systemClock, log: createLogger('error', {}), refused: { record: () => undefined },
+      handler: (ex: Exchange) => new Promise<void>((resolve) => {
+        ex.res.once('close', () => resolve());
+        if (body) ex.res.writeHead(200).end(body);
+      }),
+    } as unknown as ListenerDeps;
+    const h2 = createH2Listener(deps, new InFlight(), opts);
+    await new Promise<void>((resolve) => h2.server.listen(0, '127.0.0.1', resolve));
+    close = async () => {
+      await h2.closeAll();
+      await new Promise((resolve) => h2.server.close(resolve));
+    };
+    return (h2.server.address() as AddressInfo).port;
+  }
+
+  /** One GET; `read` decides when to consume each chunk (never, at once, or slowly). */
+  function get(port: number, settings: http2.Settings, read: 'never' | 'now' | number) {
+    const session = http2.connect(`http://127.0.0.1:${port}`, { settings });
+    session.on('error', () => undefined);
+    const stream = session.request({ ':path': '/', ':authority': 'x' });
+    stream.on('error', () => undefined);
+    let bytes = 0;
+    if (read === 'now') stream.on('data', (d: Buffer) => { bytes += d.length; });
+    if (typeof read === 'number') {
+      stream.on('data', (d: Buffer) => {
+        bytes += d.length;
+        stream.pause();
+        setTimeout(() => stream.resume(), read);
+      });
+    }
+    const done = new Promise<{ rstCode: number | undefined; bytes: number }>((resolve) => {
+      stream.on('close', () => { resolve({ rstCode: stream.rstCode, bytes }); session.close(); });
+    });
+    return { stream, session, done };
+  }
+
+  it('resets a stream whose response the client never lets through (zero window) once it has stalled', async () => {
+    const port = await listen(Buffer.alloc(1 << 20), { streamStallMs: 300 });
+    const { done } = get(port, { initialWindowSize: 0 }, 'never');
+    const r = await withDeadline(done, 10_000, 'the stalled stream to be reset');
+    expect(r.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+  });
+
+  it('leaves a slow reader alone while the response makes progress, and a quiet stream with nothing to send', async () => {
+    const port = await listen(Buffer.alloc(512 * 1024), { streamStallMs: 2_000 });
+    const slow = get(port, { initialWindowSize: 16_384 }, 100);
+    const r = await withDeadline(slow.done, 30_000, 'the slow read to finish');
+    expect(r).toEqual({ rstCode: http2.constants.NGHTTP2_NO_ERROR, bytes: 512 * 1024 });
+
+    await close?.();
+    const quietPort = await listen(undefined, { streamStallMs: 100 });
+    const quiet = get(quietPort, {}, 'now');
+    let closed = false;
+    void quiet.done.then(() => { closed = true; });
+    // Long past the stall timeout: a stream with nothing to send is not a stalled one.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(closed).toBe(false);
+    quiet.stream.close(http2.constants.NGHTTP2_CANCEL);
+  }, 40_000);
+
   const frame = (type: number, flags: number, streamId: number, payload = Buffer.alloc(0)): Buffer => {
     const h = Buffer.alloc(9);
     h.writeUIntBE(payload.length, 0, 3);
@@ -44,17 +109,7 @@ describe('createH2Listener', () => {
   };
 
   it('answers a protocol violation with GOAWAY PROTOCOL_ERROR, not the INTERNAL_ERROR node:http2 would send', async () => {
-    const deps = {
-      direction: 'outbound', clock: systemClock, log: createLogger('error', {}),
-      handler: () => Promise.resolve(), refused: { record: () => undefined },
-    } as unknown as ListenerDeps;
-    const h2 = createH2Listener(deps, new InFlight());
-    await new Promise<void>((resolve) => h2.server.listen(0, '127.0.0.1', resolve));
-    close = async () => {
-      await h2.closeAll();
-      await new Promise((resolve) => h2.server.close(resolve));
-    };
-    const socket = net.connect((h2.server.address() as AddressInfo).port, '127.0.0.1');
+    const socket = net.connect(await listen(undefined), '127.0.0.1');
     socket.on('error', () => undefined);
     let got = Buffer.alloc(0);
     socket.on('data', (d: Buffer) => { got = Buffer.concat([got, d]); });

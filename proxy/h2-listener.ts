@@ -12,6 +12,13 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 /** How long a new connection may take to say which protocol it speaks (slowloris). */
 const SNIFF_TIMEOUT_MS = 10_000;
 
+/**
+ * How long a response may have bytes waiting that the client's flow control (a window it never opens) or an unread
+ * socket keeps from being sent, before the stream is reset. Inbound routes have no timeout of their own, so without
+ * this such a reader pins an app connection for ever. Envoy's stream_idle_timeout default: 5 minutes.
+ */
+const STREAM_STALL_MS = 300_000;
+
 /** How long closeAll() waits for sessions to finish closing by themselves. */
 const CLOSE_GRACE_MS = 1_000;
 
@@ -45,7 +52,8 @@ export interface H2Listener {
 }
 
 /** An HTTP/2 server (no TLS of its own: the TLS front door or the outbound sniffer hands it sockets) serving the pipeline. */
-export function createH2Listener(deps: ListenerDeps, inflight: InFlight): H2Listener {
+export function createH2Listener(deps: ListenerDeps, inflight: InFlight, opts: { streamStallMs?: number } = {}): H2Listener {
+  const streamStallMs = opts.streamStallMs ?? STREAM_STALL_MS;
   const server = http2.createServer(H2_SERVER_OPTIONS);
   const sessions = new Set<http2.ServerHttp2Session>();
   const onRequest = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => serve(deps, inflight, req, res);
@@ -64,6 +72,7 @@ export function createH2Listener(deps: ListenerDeps, inflight: InFlight): H2List
     session.setTimeout(LIMITS.keepAliveTimeoutMs, () => closeIdle(session, deps));
     keepRfcCodes(session);
     guardResets(session, deps.clock, deps.log);
+    session.on('stream', (stream: http2.ServerHttp2Stream) => guardStall(stream, streamStallMs));
     if (inflight.draining) session.close();
   });
   server.on('sessionError', (err: Error) => deps.log.debug('h2_session_error', { direction: deps.direction, error: err.message }));
@@ -101,23 +110,43 @@ function rawSocketOf(session: http2.ServerHttp2Session): net.Socket | undefined 
 }
 
 /**
+ * Whether anything is still waiting to be written: frames in nghttp2's queue, or bytes in the socket handle's write
+ * queue (libuv's writeQueueSize, which net.Socket's own timeouts read; node:http2 writes to the handle natively, so
+ * writableLength stays 0). Over TLS the ACKs of a PING flood sit in the TLS handle while nghttp2's queue is empty.
+ */
+function hasUnsent(session: http2.ServerHttp2Session, socket: net.Socket | undefined): boolean {
+  const handle = (socket as unknown as { _handle?: { writeQueueSize?: number } } | undefined)?._handle;
+  return (session.state.outboundQueueSize ?? 0) > 0 || (handle?.writeQueueSize ?? 0) > 0;
+}
+
+/**
  * The session idle timeout. A quiet session is closed gracefully: an open (even quiet) stream keeps it, as grpc-js
- * keepalives expect. But frames still queued after a whole idle period mean the peer stopped reading (a PING or
+ * keepalives expect. But bytes still unsent after a whole idle period mean the peer stopped reading (a PING or
  * SETTINGS flood over TLS ends this way: nghttp2 stops reading while it cannot write the ACKs), and node:http2's
  * close() and even destroy() wait for the pending write forever: the socket itself is destroyed. Found by
  * test/hardening/h2-abuse.test.ts (the stalled session was never released).
  */
 function closeIdle(session: http2.ServerHttp2Session, deps: ListenerDeps): void {
   if (session.destroyed) return;
-  const queued = session.state.outboundQueueSize ?? 0;
-  if (queued === 0) {
+  const socket = rawSocketOf(session);
+  if (!hasUnsent(session, socket)) {
     session.close();
     return;
   }
-  deps.log.info('h2_peer_not_reading', { direction: deps.direction, queued_frames: queued, idle_ms: LIMITS.keepAliveTimeoutMs });
-  const socket = rawSocketOf(session);
+  deps.log.info('h2_peer_not_reading', { direction: deps.direction, idle_ms: LIMITS.keepAliveTimeoutMs });
   session.destroy(new Error('peer stopped reading'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
   socket?.destroy();
+}
+
+/**
+ * Resets a stream whose response could not send a byte for `ms` (the client keeps its window shut or stopped reading).
+ * node:http2 emits 'timeout' only when nothing was sent meanwhile; a quiet stream with nothing to send (a long poll,
+ * an idle gRPC stream) is left alone. Found by test/hardening/h2-abuse.test.ts (zero-window reader on the inbound port).
+ */
+function guardStall(stream: http2.ServerHttp2Stream, ms: number): void {
+  stream.setTimeout(ms, () => {
+    if (!stream.destroyed && stream.writableLength > 0) stream.close(http2.constants.NGHTTP2_CANCEL);
+  });
 }
 
 /**
