@@ -26,7 +26,8 @@ export interface ShedderOptions {
    * Below this many requests in flight, nothing is shed whatever the lag. A late event loop with few requests is not
    * overloaded by them: it is starved of CPU by something else (other processes, a GC pause), and refusing a handful
    * of requests would not give it back any time; it would only fail them. Seen in CI, where parallel test files
-   * starve every sidecar at once. Default 64.
+   * starve every sidecar at once. Default 256: more than a test's or a small
+   * service's burst, fewer than an open-loop overload piles up within a second.
    */
   readonly minInFlight?: number;
 }
@@ -68,7 +69,7 @@ export class LoadShedder {
 
   /** Whether to refuse this request: nearly free while the loop keeps up (share 0). */
   shed(): boolean {
-    return this.share > 0 && (this.o.inFlight?.() ?? Infinity) >= (this.o.minInFlight ?? 64) && this.o.random() < this.share;
+    return this.share > 0 && (this.o.inFlight?.() ?? Infinity) >= (this.o.minInFlight ?? 256) && this.o.random() < this.share;
   }
 
   stop(): void {
