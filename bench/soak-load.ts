@@ -13,6 +13,8 @@ export interface LoadCounts {
   byKind: Record<string, { sent: number; ok: number; failed: number }>;
   /** The first few failures, for the report. */
   failures: string[];
+  /** Every failure, counted by what it was (status and x-mesh-error, or the error message). */
+  byReason: Record<string, number>;
 }
 
 type Kind = 'small' | 'large' | 'echo' | 'reset-once' | 'slow-abort' | 'large-abort';
@@ -33,11 +35,12 @@ function pickKind(n: number): Kind {
 
 export async function runSoakLoad(o: { target: string; rps: number; durationMs: number }): Promise<LoadCounts> {
   const pool = new Pool(`http://${o.target}`, { connections: 64, headersTimeout: 30_000, bodyTimeout: 30_000 });
-  const counts: LoadCounts = { sent: 0, ok: 0, failed: 0, aborted: 0, skipped: 0, byKind: {}, failures: [] };
+  const counts: LoadCounts = { sent: 0, ok: 0, failed: 0, aborted: 0, skipped: 0, byKind: {}, failures: [], byReason: {} };
   let inFlight = 0;
   let n = 0;
-  const fail = (kind: Kind, why: string) => {
+  const fail = (kind: Kind, why: string, reason: string) => {
     counts.failed++;
+    counts.byReason[reason] = (counts.byReason[reason] ?? 0) + 1;
     counts.byKind[kind].failed++;
     if (counts.failures.length < 20) counts.failures.push(`${new Date().toISOString()} ${kind}: ${why}`);
   };
@@ -66,14 +69,15 @@ export async function runSoakLoad(o: { target: string; rps: number; durationMs: 
         return;
       }
       const body = await r.body.arrayBuffer();
-      if (r.statusCode !== 200) return fail(kind, `${r.statusCode} ${String(r.headers['x-mesh-error'] ?? '')} ${Buffer.from(body).toString('utf8', 0, 200)}`);
+      const meshError = String(r.headers['x-mesh-error'] ?? '');
+      if (r.statusCode !== 200) return fail(kind, `${r.statusCode} ${meshError} ${Buffer.from(body).toString('utf8', 0, 200)}`, `${r.statusCode} ${meshError}`.trim());
       const want = kind === 'small' ? 1024 : kind === 'large' ? 256 * 1024 : kind === 'echo' ? ECHO_BODY.length : undefined;
-      if (want !== undefined && body.byteLength !== want) return fail(kind, `body ${body.byteLength} bytes, expected ${want}`);
+      if (want !== undefined && body.byteLength !== want) return fail(kind, `body ${body.byteLength} bytes, expected ${want}`, 'short body');
       counts.ok++;
       k.ok++;
     } catch (err) {
       if (abortedOnPurpose) counts.aborted++;
-      else fail(kind, (err as Error).message);
+      else fail(kind, (err as Error).message, (err as Error).message);
     } finally {
       if (timer) clearTimeout(timer);
     }

@@ -38,9 +38,17 @@ export function sample(pid: number): { rssMb: number; fds: number } | undefined 
   }
 }
 
-/** Least-squares slope of y over t (seconds) for samples after `fromS`, in y-units per 10 minutes; NaN with < 3 samples. */
+/**
+ * Least-squares slope of y over t (seconds) for samples after `fromS`, in y-units per 10 minutes; NaN with < 3 points.
+ * The fit runs over per-minute medians: RSS swings by tens of MB with each GC cycle under 256 KiB bodies, and a median
+ * per minute keeps one unlucky sample from tilting a 25-minute line.
+ */
 export function slopePer10Min(t: readonly number[], y: readonly number[], fromS: number): number {
-  const pts = t.map((x, i) => [x, y[i]] as const).filter(([x, v]) => x >= fromS && Number.isFinite(v));
+  const minutes = new Map<number, number[]>();
+  t.forEach((x, i) => {
+    if (x >= fromS && Number.isFinite(y[i])) (minutes.get(Math.floor(x / 60)) ?? minutes.set(Math.floor(x / 60), []).get(Math.floor(x / 60))!).push(y[i]);
+  });
+  const pts = [...minutes].map(([m, vs]) => [m * 60 + 30, [...vs].sort((a, b) => a - b)[Math.floor(vs.length / 2)]] as const);
   if (pts.length < 3) return NaN;
   const mx = pts.reduce((a, [x]) => a + x, 0) / pts.length;
   const my = pts.reduce((a, [, v]) => a + v, 0) / pts.length;
@@ -77,7 +85,7 @@ export function renderSoak(r: SoakResult): string {
     '  kills with a TCP reset (the mesh must retry them), GETs the client aborts after 50 ms, and streamed GETs the client abandons after',
     '  the first chunk.',
     `- Certificates: a 3-minute TTL, renewed at 70 %, so every sidecar rotates about every 2 minutes. Config: a Route change pushed every 30 s.`,
-    `- RSS slope: least squares over the samples after a ${f(r.warmupS, 0)} s warm-up, one sample per process every 10 s.`,
+    `- RSS slope: least squares over per-minute medians after a ${f(r.warmupS, 0)} s warm-up, one sample per process every 5 s.`,
     '',
     '| outcome | count |',
     '| --- | --- |',
@@ -99,6 +107,7 @@ export function renderSoak(r: SoakResult): string {
     '| --- | --- | --- | --- |',
     ...Object.entries(l.byKind).map(([k, v]) => `| ${k} | ${v.sent} | ${v.ok} | ${v.failed} |`),
     '',
+    ...(Object.keys(l.byReason).length ? ['| failure | count |', '| --- | --- |', ...Object.entries(l.byReason).sort((a, b) => b[1] - a[1]).map(([k, v]) => `| ${k} | ${v} |`), ''] : []),
     ...(l.failures.length ? ['First failures:', '', '```', ...l.failures, '```', ''] : []),
     ...(r.errors.length ? ['Errors:', '', '```', ...r.errors.slice(0, 30), '```', ''] : []),
   ].join('\n');

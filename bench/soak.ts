@@ -135,7 +135,7 @@ async function main(): Promise<number> {
           s.eventLoopP99Ms.push(lag === undefined ? NaN : lag * 1000);
         }
       })();
-    }, 10_000);
+    }, 5_000);
     const pusher = setInterval(() => {
       pushes++;
       apply(file, resources(pushes), cpAddr, dir).catch((err: Error) => {
