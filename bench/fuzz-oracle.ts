@@ -1,7 +1,7 @@
 // The fuzzer's desync oracles (bench/fuzz.ts): what the client got back on the fuzzed connection, judged against the reference parse, and every upstream request judged against the input it came from.
 import type { SeenRequest } from './fuzz-upstream.js';
 import type { RawConnection, WireResponse } from './fuzz-wire.js';
-import { forwardablePaths, type Reference } from './fuzz-reference.js';
+import { forwardablePath, forwardablePaths, type Reference } from './fuzz-reference.js';
 
 /** How the fuzzed connection ended, from the client's side. */
 export interface Outcome {
@@ -86,15 +86,18 @@ export interface Attribution {
   readonly refCount: number;
   upstreamCount: number;
   canarySeen: number;
+  /** What the upstream received for this input (live records: a body may still be arriving). */
+  readonly seen: SeenRequest[];
 }
 
 export function attribution(index: number, ref: Reference, canaryPath: string): Attribution {
   const before = ref.requests.filter((r) => r.url !== canaryPath);
-  return { index, canaryPath, allowed: forwardablePaths(before), refCount: before.length, upstreamCount: 0, canarySeen: 0 };
+  return { index, canaryPath, allowed: forwardablePaths(before), refCount: before.length, upstreamCount: 0, canarySeen: 0, seen: [] };
 }
 
 /** The upstream oracle, per request as it arrives: every request is the canary (once) or one the input really holds. */
 export function judgeUpstream(a: Attribution, r: SeenRequest): Verdict {
+  if (a.seen.length < 64) a.seen.push(r);
   if (r.url === a.canaryPath) {
     return ++a.canarySeen > 1 ? { kind: 'desync', what: `the upstream saw the canary ${a.canarySeen} times` } : OK;
   }
@@ -103,5 +106,47 @@ export function judgeUpstream(a: Attribution, r: SeenRequest): Verdict {
     return { kind: 'desync', what: `the upstream saw ${r.method} ${r.url}, which is no request of the input as Node parses it (${[...a.allowed].join(' ') || 'none'})` };
   }
   if (a.upstreamCount > a.refCount) return { kind: 'desync', what: `the upstream saw ${a.upstreamCount} requests; the input holds ${a.refCount}` };
+  return OK;
+}
+
+/** The path an upstream answer names (the recording upstream echoes it), or undefined for any other response. */
+function echoPath(res: WireResponse | undefined): string | undefined {
+  if (!res || res.headers['x-mesh-error'] !== undefined) return undefined;
+  const m = /^\{"path":("(?:[^"\\]|\\.)*")/.exec(res.body.toString('latin1'));
+  if (!m) return undefined;
+  try {
+    return JSON.parse(m[1]) as string;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Answers in their places: every request the upstream received in full must be accounted for by an upstream answer
+ * in a place Node's parse gives its path, up to the last answer the client got (that one included); past it, a request
+ * may have been forwarded while the connection was closing. A refusal in its place tells the client "refused" about a
+ * request the upstream served; a missing answer leaves the responses out of step.
+ */
+export function judgeAnswers(ref: Reference, out: Outcome, a: Attribution): Verdict {
+  if (out.end !== 'closing-response' && out.end !== 'canary') return OK;
+  const last = out.end === 'canary' ? out.canaryAt : out.responses.length - 1;
+  const paths = ref.requests.map(forwardablePath);
+  const served = new Map<string, number>();
+  for (const x of a.seen) {
+    if (x.complete && x.method !== 'HEAD' && x.url !== a.canaryPath) served.set(x.url, (served.get(x.url) ?? 0) + 1);
+  }
+  for (const [path, n] of served) {
+    const places = paths.flatMap((p, j) => (p === path ? [j] : []));
+    const answered = places.filter((j) => j <= last && echoPath(out.responses[j]) === path).length;
+    const later = places.filter((j) => j > last).length;
+    if (n <= answered + later) continue;
+    const j = places.find((k) => k <= last && echoPath(out.responses[k]) !== path);
+    const got = j === undefined ? undefined : out.responses[j];
+    return {
+      kind: 'desync',
+      what: `the upstream served ${path} ${n} time(s), but the client got ${answered} answer(s) for it` +
+        (got ? `; in its place (response ${(j ?? 0) + 1}): ${got.status} ${got.headers['x-mesh-error'] ?? ''} ${got.body.toString('latin1').slice(0, 80)}` : ''),
+    };
+  }
   return OK;
 }

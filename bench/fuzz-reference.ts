@@ -81,14 +81,20 @@ export async function startReference(): Promise<ReferenceParser> {
   };
 }
 
-/** The targets the sidecar may forward for these requests: each as the listener would normalize it. */
+/** The target the sidecar forwards for this request, as the listener normalizes it; undefined if it refuses the target. */
+export function forwardablePath(r: ReferenceRequest): string | undefined {
+  const t = splitTarget(r.url, r.host);
+  if (t instanceof MeshError) return undefined;
+  const n = normalizePath(t.pathAndQuery);
+  return n.ok ? n.path + n.query : undefined;
+}
+
+/** The targets the sidecar may forward for these requests. */
 export function forwardablePaths(requests: readonly ReferenceRequest[]): Set<string> {
   const out = new Set<string>();
   for (const r of requests) {
-    const t = splitTarget(r.url, r.host);
-    if (t instanceof MeshError) continue;
-    const n = normalizePath(t.pathAndQuery);
-    if (n.ok) out.add(n.path + n.query);
+    const p = forwardablePath(r);
+    if (p !== undefined) out.add(p);
   }
   return out;
 }

@@ -30,13 +30,13 @@ function resources(upstream: string): string {
   ].join('\n---\n');
 }
 
-/** Starts the sidecar and waits for /ready; `tmp` holds its CA and resources file. */
-export async function startTarget(tmp: string, upstream: string): Promise<FuzzTarget> {
+/** Starts the sidecar (`main`: the mesh CLI entry point) and waits for /ready; `tmp` holds its CA and resources file. */
+export async function startTarget(tmp: string, upstream: string, main = join(repoRoot(), 'dist/cli/main.js')): Promise<FuzzTarget> {
   await initCa(tmp, 'mesh.local');
   const file = join(tmp, 'resources.yaml');
   await writeFile(file, resources(upstream));
   const { child, line } = await startListening('sidecar', process.execPath, [
-    join(repoRoot(), 'dist/cli/main.js'), 'sidecar', '--service', 'web', '--app', upstream, '--resources', file, '--dir', tmp,
+    main, 'sidecar', '--service', 'web', '--app', upstream, '--resources', file, '--dir', tmp,
     '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--drain-timeout', '1s', '--tracing', 'off',
   ], 'stderr');
   const admin = line.admin as string;

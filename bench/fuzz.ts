@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CRASHES_DIR, FINDINGS_DIR, caseBytes, loadCorpus, repoRoot } from './fuzz-corpus.js';
 import { mutate, rngFor } from './fuzz-mutate.js';
-import { attribution, judge, judgeUpstream, readOutcome, type Attribution, type Verdict } from './fuzz-oracle.js';
+import { attribution, judge, judgeAnswers, judgeUpstream, readOutcome, type Attribution, type Verdict } from './fuzz-oracle.js';
 import { startReference } from './fuzz-reference.js';
 import { renderReport, type FuzzStats } from './fuzz-report.js';
 import { startTarget, rssBytes, type FuzzTarget } from './fuzz-target.js';
@@ -28,13 +28,15 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     concurrency: { type: 'string', default: '8' },
     out: { type: 'string', default: join(repoRoot(), 'bench/results/fuzz-latest.md') },
+    // Another build of the mesh CLI to fuzz (as MESH_E2E_MAIN does for the tests).
+    main: { type: 'string', default: join(repoRoot(), 'dist/cli/main.js') },
   },
 });
 const seconds = Number(values.seconds);
 const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
 const concurrency = Number(values.concurrency);
 if (!(seconds > 0) || !Number.isInteger(seed) || !(concurrency >= 1)) {
-  console.error('usage: npm run fuzz -- --seconds N [--seed S] [--concurrency C] [--out FILE]');
+  console.error('usage: npm run fuzz -- --seconds N [--seed S] [--concurrency C] [--out FILE] [--main dist/cli/main.js]');
   process.exit(2);
 }
 
@@ -72,7 +74,7 @@ async function main(): Promise<void> {
   const tmp = await mkdtemp(join(os.tmpdir(), 'trellis-fuzz-'));
   const upstream = await startRecordingUpstream({ keep: 64 });
   const reference = await startReference();
-  let target: FuzzTarget = await startTarget(tmp, upstream.address);
+  let target: FuzzTarget = await startTarget(tmp, upstream.address, values.main);
   const byId = new Map<number, Attribution>();
   const inflight = new Set<InFlight>();
   let restarting: Promise<void> | undefined;
@@ -95,7 +97,7 @@ async function main(): Promise<void> {
       const tail = t.child.output().slice(-4_000);
       for (const f of inflight) save('crash', 'crash', `sidecar exited (code ${code}, signal ${signal}) with this input in flight`, f.bytes, { index: f.index, ops: f.ops, stderr: tail });
       restarting = (async () => {
-        target = await startTarget(tmp, upstream.address);
+        target = await startTarget(tmp, upstream.address, values.main);
         stats.restarts++;
         watch(target);
         restarting = undefined;
@@ -167,7 +169,13 @@ async function main(): Promise<void> {
       if (t !== target || !t.child.running()) return;
       const first = out.responses[0] ? String(out.responses[0].status) : out.end;
       stats.statuses.set(first, (stats.statuses.get(first) ?? 0) + 1);
-      const v = judge(ref, out);
+      let v = judge(ref, out);
+      const a = byId.get(id);
+      if (!v.kind && a?.index === index) {
+        // A request forwarded just before a refusal reaches the upstream a moment after the client read that refusal.
+        if (out.end === 'closing-response' && a.allowed.size > 0) await new Promise((r) => setTimeout(r, 30));
+        v = judgeAnswers(ref, out, a);
+      }
       if (v.kind) {
         save(v.kind === 'desync' ? `client-${out.end}` : `client-${out.end}-other`, v.kind, v.what, bytes, {
           index, ops: m.ops, fragments: m.fragments, reference: ref.requests, responses: out.responses.map((r) => `${r.status} ${r.body.toString('latin1').slice(0, 120)}`),

@@ -55,7 +55,7 @@ describe('hostOf', () => {
  * The listener as the sidecar runs it: never listening itself, handed sockets by a front server (h2-listener.ts,
  * tls.ts), with short timeouts. The handler reads the body, then answers 200 with the path.
  */
-async function frontedListener(limits: Partial<ListenerLimits> = {}) {
+async function frontedListener(limits: Partial<ListenerLimits> = {}, onServe: () => void = () => undefined) {
   const deps: ListenerDeps = {
     direction: 'outbound',
     clock: systemClock,
@@ -63,6 +63,7 @@ async function frontedListener(limits: Partial<ListenerLimits> = {}) {
     refused: { record: () => undefined },
     limits: { ...LIMITS, ...limits },
     handler: async (ex) => {
+      onServe();
       // Reads the body first, as forwarding it upstream would.
       for await (const _ of ex.req) { /* drained */ }
       ex.res.writeHead(200, { 'content-length': Buffer.byteLength(ex.path) });
@@ -213,6 +214,33 @@ describe('createListener (HARDENING.md bad input)', () => {
       const got = await exchange(l.port, 'GET /a HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
       expect(statuses(got)).toEqual([417, 200, 200]);
       expect(got).toMatch(/x-mesh-error: bad-request/);
+    } finally {
+      await l.close();
+    }
+  });
+
+  it.each([
+    ['CONNECT', 'CONNECT a:80 HTTP/1.1\r\nHost: a:80\r\n\r\n', 405],
+    ['a request whose chunked body breaks', 'POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nZZ\r\n', 400],
+  ])('answers the request in flight before refusing %s pipelined after it', async (_what, text, status) => {
+    const l = await frontedListener();
+    try {
+      const got = await exchange(l.port, `GET /first HTTP/1.1\r\nHost: a\r\n\r\n${text}`);
+      expect(statuses(got)).toEqual([200, status]);
+      expect(got).toContain('/first');
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('forwards nothing pipelined behind a refusal that closes the connection', async () => {
+    let served = 0;
+    const l = await frontedListener({}, () => served++);
+    try {
+      // A refused request with a body closes the connection (its body is not drained): /second would go unanswered.
+      const got = await exchange(l.port, 'POST /a%2fb HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nxGET /second HTTP/1.1\r\nHost: a\r\n\r\n');
+      expect(statuses(got)).toEqual([400]);
+      expect(served).toBe(0);
     } finally {
       await l.close();
     }

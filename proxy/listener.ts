@@ -84,7 +84,8 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   const answering = new Answering();
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     answering.track(req, res);
-    serve(deps, inflight, req, res);
+    // Pipelined behind an answer that closes the connection, this request would never get its own: nothing is forwarded.
+    if (!answering.closingBefore(req)) serve(deps, inflight, req, res);
   };
   server.on('request', onRequest);
   // Answer `Expect: 100-continue` ourselves, after admission (body.ts), not as soon as headers arrive.
@@ -105,7 +106,7 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
     });
   });
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
-    socket.end('HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+    answering.refuse(socket, 'HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
     deps.log.debug('connect_refused', { direction: deps.direction, target: req.url });
   });
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
@@ -136,47 +137,59 @@ export function unsupportedVersion(packet: Buffer | undefined): boolean {
 }
 
 /**
- * The requests still being answered on each connection, so that what comes after them waits its turn. Bad bytes after
- * complete requests are refused once those have their responses, never in their place (the client would take the
- * refusal for the answer to a request the upstream did receive). Bad bytes inside a request's body are that request's
- * failure: refused at once, and the connection closed, which aborts the body the upstream was receiving. A pipelined
- * upgrade is taken over once the responses before it are written.
+ * The requests still being answered on each connection, so that what comes after them waits its turn. A refusal of bad
+ * bytes (or of CONNECT) is written once every complete request before it has its answer, never in its place: the client
+ * would take it for the answer to a request the upstream did receive. A request whose body the bad bytes broke is not
+ * waited for (its body can never end): the refusal is its answer, and the close that follows aborts what the upstream
+ * was receiving. A pipelined upgrade is taken over once every response before it is written.
  */
 class Answering {
   private readonly open = new WeakMap<Socket, Set<IncomingMessage>>();
+  private readonly pending = new WeakMap<Set<IncomingMessage>, { ready: () => boolean; then: () => void }>();
+  private readonly responses = new WeakMap<IncomingMessage, ServerResponse>();
 
   track(req: IncomingMessage, res: ServerResponse): void {
     let reqs = this.open.get(req.socket);
     if (!reqs) this.open.set(req.socket, (reqs = new Set()));
     const set = reqs;
     set.add(req);
+    this.responses.set(req, res);
     res.once('close', () => {
       set.delete(req);
-      if (set.size > 0) return;
-      const then = this.pending.get(set);
+      const p = this.pending.get(set);
+      if (!p?.ready()) return;
       // Once: requests parsed after the upgrade or refusal join the same set and must not run it again.
       this.pending.delete(set);
-      then?.();
+      p.then();
     });
   }
 
-  private readonly pending = new WeakMap<Set<IncomingMessage>, () => void>();
+  /** Whether an earlier request on the same connection is being answered with a close. */
+  closingBefore(req: IncomingMessage): boolean {
+    for (const r of this.open.get(req.socket) ?? []) {
+      if (r !== req && this.responses.get(r)?.shouldKeepAlive === false) return true;
+    }
+    return false;
+  }
 
   refuse(socket: Socket, response: string): void {
-    const now = (): void => {
+    this.when(socket, (r) => !r.complete, () => {
       if (!socket.writable) return void socket.destroy();
       socket.end(response, () => socket.destroy());
-    };
-    const reqs = this.open.get(socket);
-    if (reqs && [...reqs].some((r) => !r.complete)) return now();
-    this.afterAnswers(socket, now);
+    });
   }
 
   /** Runs `fn` once every request on the connection has its response (at once if none is pending). */
   afterAnswers(socket: Socket, fn: () => void): void {
-    const reqs = this.open.get(socket);
-    if (!reqs || reqs.size === 0) return fn();
-    this.pending.set(reqs, fn);
+    this.when(socket, () => false, fn);
+  }
+
+  /** Runs `fn` once every request still in flight is one `skip` says not to wait for. */
+  private when(socket: Socket, skip: (r: IncomingMessage) => boolean, fn: () => void): void {
+    const set = this.open.get(socket);
+    const ready = (): boolean => set === undefined || [...set].every(skip);
+    if (ready()) return fn();
+    this.pending.set(set!, { ready, then: fn });
   }
 }
 
