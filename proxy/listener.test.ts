@@ -55,7 +55,12 @@ describe('hostOf', () => {
  * The listener as the sidecar runs it: never listening itself, handed sockets by a front server (h2-listener.ts,
  * tls.ts), with short timeouts. The handler reads the body, then answers 200 with the path.
  */
-async function frontedListener(limits: Partial<ListenerLimits> = {}, onServe: () => void = () => undefined) {
+interface Hooks {
+  /** Called as each request starts being served. */
+  onServe?: () => void;
+}
+
+async function frontedListener(limits: Partial<ListenerLimits> = {}, hooks: Hooks = {}) {
   const deps: ListenerDeps = {
     direction: 'outbound',
     clock: systemClock,
@@ -63,7 +68,7 @@ async function frontedListener(limits: Partial<ListenerLimits> = {}, onServe: ()
     refused: { record: () => undefined },
     limits: { ...LIMITS, ...limits },
     handler: async (ex) => {
-      onServe();
+      hooks.onServe?.();
       // Reads the body first, as forwarding it upstream would.
       for await (const _ of ex.req) { /* drained */ }
       ex.res.writeHead(200, { 'content-length': Buffer.byteLength(ex.path) });
@@ -235,7 +240,7 @@ describe('createListener (HARDENING.md bad input)', () => {
 
   it('forwards nothing pipelined behind a refusal that closes the connection', async () => {
     let served = 0;
-    const l = await frontedListener({}, () => served++);
+    const l = await frontedListener({}, { onServe: () => served++ });
     try {
       // A refused request with a body closes the connection (its body is not drained): /second would go unanswered.
       const got = await exchange(l.port, 'POST /a%2fb HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nxGET /second HTTP/1.1\r\nHost: a\r\n\r\n');

@@ -11,6 +11,7 @@ import type { Direction, DownstreamRequest, DownstreamResponse, Exchange } from 
 import { isGrpcContentType, parseGrpcTimeout } from './grpc.js';
 import { newRequestId, requestHeadersForUpstream } from './headers.js';
 import { normalizePath } from './path.js';
+import { Pipelining } from './pipelining.js';
 import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
 import { acceptUpgrade } from './upgrade.js';
@@ -81,38 +82,33 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   // that enforces headersTimeout and requestTimeout (and that closeIdleConnections walks) only on 'listening', so
   // without this a client dribbling its headers held a connection open forever (HARDENING.md row 11).
   server.emit('listening');
-  const answering = new Answering();
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    answering.track(req, res);
-    // Pipelined behind an answer that closes the connection, this request would never get its own: nothing is forwarded.
-    if (!answering.closingBefore(req)) serve(deps, inflight, req, res);
-  };
+  const pipelining = new Pipelining();
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => pipelining.admit(req, res, () => serve(deps, inflight, req, res));
   server.on('request', onRequest);
   // Answer `Expect: 100-continue` ourselves, after admission (body.ts), not as soon as headers arrive.
   server.on('checkContinue', onRequest);
   // An expectation other than 100-continue (RFC 9110 §10.1.1): 417, made like every refusal and tracked like any request
   // (Node's own 417 went out unseen, and an upgrade pipelined behind it took the socket from under it and stalled).
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    answering.track(req, res);
-    refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 }));
+    pipelining.admit(req, res, () => refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 })));
   });
   // HARDENING.md row 13: only a WebSocket handshake may become a tunnel, and only after the upstream's 101 (upgrade.ts).
   const upgrade = deps.upgrade && { ...deps, handler: deps.upgrade };
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     // An upgrade pipelined behind requests still being answered waits for their responses (Node leaves the socket
     // unread meanwhile): taking the socket earlier crashed the process (ERR_HTTP_SOCKET_ASSIGNED, found by npm run fuzz).
-    answering.afterAnswers(socket, () => {
+    pipelining.afterAnswers(socket, () => {
       if (!socket.destroyed) acceptUpgrade(server, req, socket, head, upgrade && ((res) => serve(upgrade, inflight, req, res)));
     });
   });
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
-    answering.refuse(socket, 'HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+    pipelining.refuse(socket, 'HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
     deps.log.debug('connect_refused', { direction: deps.direction, target: req.url });
   });
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
     const known = err.code === 'HPE_INVALID_VERSION' && !unsupportedVersion(err.rawPacket) ? undefined : CLIENT_ERRORS[err.code ?? ''];
     const [status, code] = known ?? ['400 Bad Request', 'bad-request'];
-    answering.refuse(socket, `HTTP/1.1 ${status}\r\nx-mesh-error: ${code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+    pipelining.refuse(socket, `HTTP/1.1 ${status}\r\nx-mesh-error: ${code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
   });
   return server;
 }
@@ -134,63 +130,6 @@ export function unsupportedVersion(packet: Buffer | undefined): boolean {
   if (!packet) return false;
   const m = /^[^\r\n]* HTTP\/(\d)\.(\d)\r\n/.exec(packet.subarray(0, 8_192).toString('latin1'));
   return m !== null && !(m[1] === '1' && (m[2] === '0' || m[2] === '1'));
-}
-
-/**
- * The requests still being answered on each connection, so that what comes after them waits its turn. A refusal of bad
- * bytes (or of CONNECT) is written once every complete request before it has its answer, never in its place: the client
- * would take it for the answer to a request the upstream did receive. A request whose body the bad bytes broke is not
- * waited for (its body can never end): the refusal is its answer, and the close that follows aborts what the upstream
- * was receiving. A pipelined upgrade is taken over once every response before it is written.
- */
-class Answering {
-  private readonly open = new WeakMap<Socket, Set<IncomingMessage>>();
-  private readonly pending = new WeakMap<Set<IncomingMessage>, { ready: () => boolean; then: () => void }>();
-  private readonly responses = new WeakMap<IncomingMessage, ServerResponse>();
-
-  track(req: IncomingMessage, res: ServerResponse): void {
-    let reqs = this.open.get(req.socket);
-    if (!reqs) this.open.set(req.socket, (reqs = new Set()));
-    const set = reqs;
-    set.add(req);
-    this.responses.set(req, res);
-    res.once('close', () => {
-      set.delete(req);
-      const p = this.pending.get(set);
-      if (!p?.ready()) return;
-      // Once: requests parsed after the upgrade or refusal join the same set and must not run it again.
-      this.pending.delete(set);
-      p.then();
-    });
-  }
-
-  /** Whether an earlier request on the same connection is being answered with a close. */
-  closingBefore(req: IncomingMessage): boolean {
-    for (const r of this.open.get(req.socket) ?? []) {
-      if (r !== req && this.responses.get(r)?.shouldKeepAlive === false) return true;
-    }
-    return false;
-  }
-
-  refuse(socket: Socket, response: string): void {
-    this.when(socket, (r) => !r.complete, () => {
-      if (!socket.writable) return void socket.destroy();
-      socket.end(response, () => socket.destroy());
-    });
-  }
-
-  /** Runs `fn` once every request on the connection has its response (at once if none is pending). */
-  afterAnswers(socket: Socket, fn: () => void): void {
-    this.when(socket, () => false, fn);
-  }
-
-  /** Runs `fn` once every request still in flight is one `skip` says not to wait for. */
-  private when(socket: Socket, skip: (r: IncomingMessage) => boolean, fn: () => void): void {
-    const set = this.open.get(socket);
-    const ready = (): boolean => set === undefined || [...set].every(skip);
-    if (ready()) return fn();
-    this.pending.set(set!, { ready, then: fn });
-  }
 }
 
 /** Serves one request of either HTTP version (h2-listener.ts hands HTTP/2 streams here through the compatibility API). */
