@@ -22,6 +22,8 @@ export interface RecordingUpstream {
   readonly seen: SeenRequest[];
   /** Called for every request when its headers arrive. */
   onRequest(fn: (r: SeenRequest) => void): void;
+  /** Called when the upstream's own parser refuses what it was sent (a proxy must never forward that). */
+  onParseError(fn: (code: string, packet: string) => void): void;
   clear(): void;
   close(): Promise<void>;
 }
@@ -35,6 +37,7 @@ export async function startRecordingUpstream(opts: { keep?: number } = {}): Prom
   const keep = opts.keep ?? Infinity;
   const seen: SeenRequest[] = [];
   const listeners: ((r: SeenRequest) => void)[] = [];
+  const parseErrors: ((code: string, packet: string) => void)[] = [];
   const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
     const rec: SeenRequest = {
@@ -58,7 +61,13 @@ export async function startRecordingUpstream(opts: { keep?: number } = {}): Prom
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
   });
-  server.on('clientError', (_err, s: Socket) => s.destroy());
+  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, s: Socket) => {
+    // A connection the proxy closes between requests is no parse error.
+    if (err.code !== 'ECONNRESET' && err.code !== 'HPE_INVALID_EOF_STATE') {
+      for (const fn of parseErrors) fn(err.code ?? err.message, err.rawPacket?.subarray(0, 400).toString('latin1') ?? '');
+    }
+    s.destroy();
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());
@@ -68,6 +77,7 @@ export async function startRecordingUpstream(opts: { keep?: number } = {}): Prom
     address: `127.0.0.1:${port}`,
     seen,
     onRequest: (fn) => void listeners.push(fn),
+    onParseError: (fn) => void parseErrors.push(fn),
     clear: () => void seen.splice(0),
     close: () => new Promise<void>((resolve) => {
       server.close(() => resolve());
