@@ -23,7 +23,16 @@ export class Pipelining {
     let c = this.conns.get(socket);
     if (!c) this.conns.set(socket, (c = { inFlight: new Set(), responses: new WeakMap(), pending: undefined }));
     const conn = c;
-    const closing = [...conn.inFlight].some((r) => conn.responses.get(r)?.shouldKeepAlive === false);
+    // Per request, so no array: almost every connection has nothing in flight when its next request arrives.
+    let closing = false;
+    if (conn.inFlight.size > 0) {
+      for (const r of conn.inFlight) {
+        if (conn.responses.get(r)?.shouldKeepAlive === false) {
+          closing = true;
+          break;
+        }
+      }
+    }
     conn.inFlight.add(req);
     conn.responses.set(req, res);
     res.once('close', () => {
