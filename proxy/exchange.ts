@@ -92,11 +92,20 @@ export interface Exchange {
 }
 
 /**
- * Whether the downstream response closed before it was complete (the client went away). HTTP/1 tells by writableFinished;
- * node:http2's compatibility response reports writableFinished on any close, so there it is a reset with a non-zero code.
+ * Whether the downstream response closed before it was complete (the client went away). HTTP/1 tells by writableFinished.
+ * node:http2's compatibility response reports writableFinished on any close, and a peer's RST_STREAM leaves rstCode 0
+ * (only our own resets set it), so there it is a response we never ended, or one we reset.
  */
 export function closedEarly(res: DownstreamResponse): boolean {
-  return res instanceof Http2ServerResponse ? res.stream.rstCode !== 0 : !res.writableFinished;
+  return res instanceof Http2ServerResponse ? !res.writableEnded || (res.stream?.rstCode ?? 0) !== 0 : !res.writableFinished;
+}
+
+/**
+ * Whether an HTTP/2 response's stream is already gone (the client reset it while an earlier layer was waiting).
+ * node:http2 then drops the response's stream, and a 'close' listener added now would never run.
+ */
+export function streamGone(res: DownstreamResponse): boolean {
+  return res instanceof Http2ServerResponse && (!res.stream || res.stream.destroyed);
 }
 
 export function isH2Response(res: DownstreamResponse): res is Http2ServerResponse {

@@ -135,6 +135,7 @@ export function unsupportedVersion(packet: Buffer | undefined): boolean {
 /** Serves one request of either HTTP version (h2-listener.ts hands HTTP/2 streams here through the compatibility API). */
 export function serve(deps: ListenerDeps, inflight: InFlight, req: DownstreamRequest, res: DownstreamResponse): void {
   inflight.enter();
+  if (req instanceof Http2ServerRequest && !req.stream.endAfterHeaders) req.once('aborted', failAbortedBody);
   if (inflight.draining && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
   const ex = buildExchange(deps, req, res);
   const done = () => inflight.leave();
@@ -148,6 +149,20 @@ export function serve(deps: ListenerDeps, inflight: InFlight, req: DownstreamReq
     respondError(ex, err);
   }).finally(done);
 }
+
+/**
+ * node:http2's compatibility request ends a body cleanly (push(null)) when the client resets its stream, so a cut-off
+ * upload would be buffered, or forwarded with END_STREAM, as if complete. Failing it instead makes every reader (body.ts,
+ * replay.ts, the upstream request) see an abort, as HTTP/1 readers do. The no-op listener keeps an unread body from
+ * turning the error into an uncaught one.
+ */
+function failAbortedBody(this: Http2ServerRequest): void {
+  if (this.readableEnded) return;
+  this.on('error', ignore);
+  this.destroy(new MeshError('bad-request', 'client reset the stream before its request body ended'));
+}
+
+function ignore(): void {}
 
 /** Answers a request refused before routing, through respondError like every other refusal, counted and logged. */
 function refuse(deps: ListenerDeps, req: DownstreamRequest, res: DownstreamResponse, err: MeshError): void {

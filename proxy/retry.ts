@@ -4,7 +4,7 @@ import type { Clock, Random, Timer } from '../api/clock.js';
 import { forReplay, isReplayable } from './body.js';
 import type { Cluster } from './cluster.js';
 import type { Endpoint } from './endpoint.js';
-import { closedEarly, type Exchange } from './exchange.js';
+import { closedEarly, streamGone, type Exchange } from './exchange.js';
 import type { Handler } from './pipeline-types.js';
 import type { AttemptResult } from './pool.js';
 import { respondError } from './respond.js';
@@ -104,6 +104,7 @@ export function retryLayer(deps: RetryDeps, tryOnce: TryHandler): Handler {
       stop(new MeshError('upstream-reset', 'client closed the connection'));
     };
     ex.res.once('close', onClose);
+    if (streamGone(ex.res)) onClose();
 
     const exclude = new Set<Endpoint>();
     let n = 1;

@@ -7,6 +7,7 @@ import { meshService } from './harness/mtls.js';
 import { service, toYaml } from './harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from './harness/sidecar.js';
 import { closeAllUpstreams, startUpstream, type Upstream } from './harness/upstream.js';
+import { waitFor } from './harness/wait.js';
 
 let plain: Upstream;
 let billingApp: Upstream;
@@ -125,6 +126,33 @@ describe('h2c on the outbound port', () => {
     const inbound = (await billing.samples('mesh_requests_total')).filter((s) => s.labels.direction === 'inbound' && s.value > 0);
     expect(inbound.length).toBeGreaterThan(0);
   });
+});
+
+describe('a client that resets its stream before the request body ends', () => {
+  const inflight = async () => (await client.clusters()).clusters.flatMap((c) => c.endpoints).reduce((n, e) => n + e.inflight, 0);
+
+  // node:http2's compatibility request ends a reset stream's body cleanly; the mesh took that for the whole body, so a
+  // cut-off upload reached the app as complete, or (buffered for retries) the try was left running to the route timeout.
+  it.each([
+    ['a GET whose body is buffered for retries', 'GET', 1_000],
+    ['a POST larger than the replay limit, streamed', 'POST', 200_000],
+  ])('%s: the upstream never gets the cut-off body as complete, and nothing is left in flight', async (_name, method, size) => {
+    const path = `/cut/${method}/${size}`;
+    const session = http2.connect(`http://${client.outbound}`);
+    session.on('error', () => undefined);
+    const s = session.request({ ':method': method, ':path': path, ':authority': 'plain' }, { endStream: false });
+    s.on('error', () => undefined);
+    await new Promise<void>((resolve) => s.write(Buffer.alloc(size, 0x61), () => resolve()));
+    // The streamed upload is on its way to the app before the reset; the buffered one is waiting for its end.
+    if (size > 64 * 1024) await waitFor(async () => (await inflight()) > 0, { timeoutMs: 5_000, what: 'the upload forwarded' });
+    s.destroy();
+    // Well under the 15 s route timeout the try used to wait for.
+    await waitFor(async () => (await inflight()) === 0, { timeoutMs: 3_000, what: 'no upstream request left in flight' });
+    session.close();
+    expect(plain.requests.filter((r) => r.url === path)).toEqual([]);
+    // The sidecar still serves.
+    expect((await h2(client.outbound, { ':method': 'GET', ':path': '/after', ':authority': 'plain' })).status).toBe(200);
+  }, 20_000);
 });
 
 /**

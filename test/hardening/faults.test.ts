@@ -383,39 +383,49 @@ describe('SIGTERM under load', () => {
     // 1 s answers, so the drain outlasts the listener closing by far.
     const slow = await startUpstream({ name: 'slow', behaviour: delay(1_000) });
     const sc = await web(service({ name: 'slow', endpoints: [{ address: slow.address }] }));
-    // A connection per request (pool wider than the concurrency): a request started before SIGTERM never waits for one.
-    const pool = createPool(sc.outbound, 256);
+    // A fresh connection per request: a request started before SIGTERM never waits for one, and none reuses a keep-alive
+    // connection the drain is closing (a request written as the server's FIN crosses it is reset: inherent to HTTP/1.1).
     const SIGTERM_AT = 300;
     let termAt = 0;
     let exited: Promise<number | null> | undefined;
     let refusedAt: Promise<number> | undefined;
-    let run;
-    try {
-      run = await runSteady<Answer>({
-        rate: 100, total: 500, concurrency: 200, maxDurationMs: 20_000,
-        onStart: (i) => {
-          if (i !== SIGTERM_AT) return;
-          termAt = Date.now();
-          exited = sc.stop('SIGTERM', 15_000);
-          refusedAt = waitFor(() => connectRefused(sc.outbound), { timeoutMs: 5_000, intervalMs: 5, what: 'the outbound listener to close' }).then(() => Date.now());
-          refusedAt.catch(() => undefined);
-        },
-        send: async (i) => {
-          const r = await request(sc.outbound, { host: 'slow', path: `/r/${i}`, dispatcher: pool, timeoutMs: 10_000 });
-          return { status: r.status, upstream: header(r, 'x-upstream'), error: header(r, 'x-mesh-error') };
-        },
-      });
-    } finally {
-      await pool.close();
-    }
+    let refusedPerf = Infinity;
+    const startedPerf = new Map<number, number>();
+    const run = await runSteady<Answer>({
+      rate: 100, total: 500, concurrency: 200, maxDurationMs: 20_000,
+      onStart: (i) => {
+        if (i !== SIGTERM_AT) return;
+        termAt = Date.now();
+        exited = sc.stop('SIGTERM', 15_000);
+        refusedAt = waitFor(() => connectRefused(sc.outbound), { timeoutMs: 5_000, intervalMs: 5, what: 'the outbound listener to close' })
+          .then(() => { refusedPerf = performance.now(); return Date.now(); });
+        refusedAt.catch(() => undefined);
+      },
+      send: async (i) => {
+        startedPerf.set(i, performance.now());
+        const r = await request(sc.outbound, { host: 'slow', path: `/r/${i}`, timeoutMs: 10_000 });
+        return { status: r.status, upstream: header(r, 'x-upstream'), error: header(r, 'x-mesh-error') };
+      },
+    });
     const code = await exited!;
     expect(code, sc.stderr()).toBe(0);
     const before = run.outcomes.filter((o) => o.index < SIGTERM_AT);
     expect(notOk(before).length, `started before SIGTERM: ${describeRun(before)}`).toBe(0);
     // After SIGTERM a request either still got in (and finished) or was refused at connect, so a client can go elsewhere.
+    // The one exception is a connect the kernel completed in the instant the listener closed: it sat in the accept
+    // queue, and closing the listening socket resets it (Envoy and Linkerd have the same window). Only requests started
+    // before the test saw the listener closed may be reset that way.
     const after = run.outcomes.filter((o) => o.index >= SIGTERM_AT);
-    const bad = after.filter((o) => (o.ok ? o.value.status !== 200 : (o.error as { code?: string }).code !== 'ECONNREFUSED'));
+    await refusedAt;
+    const bad = after.filter((o) => {
+      if (o.ok) return o.value.status !== 200;
+      const code = (o.error as { code?: string }).code;
+      if (code === 'ECONNREFUSED') return false;
+      return !(/UND_ERR_SOCKET|ECONNRESET/.test(code ?? '') && startedPerf.get(o.index)! <= refusedPerf);
+    });
     expect(bad.length, `started after SIGTERM: ${describeRun(after)}`).toBe(0);
+    const resetInTheWindow = after.filter((o) => !o.ok && (o.error as { code?: string }).code !== 'ECONNREFUSED');
+    expect(resetInTheWindow.length, 'reset in the accept-queue window').toBeLessThanOrEqual(2);
     expect(after.some((o) => !o.ok), 'some request after SIGTERM was refused').toBe(true);
 
     const events = sc.stderr().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { event: string; time: string; inflight?: number });
@@ -430,7 +440,7 @@ describe('SIGTERM under load', () => {
 });
 
 describe('control plane down for minutes', () => {
-  const OUTAGE_MS = 120_000;
+  const OUTAGE_MS = 90_000;
   const base = (attempt: number) => Math.min(30_000, 1_000 * 1.6 ** attempt);
 
   /** Each sidecar's reconnect delays (retry_in_ms of control_plane_lost) and the log time of its connects, in order. */
@@ -442,7 +452,7 @@ describe('control plane down for minutes', () => {
     };
   }
 
-  it('2 minutes without the control plane: 0 failed requests; after it returns every sidecar resyncs; reconnects are spread by jitter', async () => {
+  it('90 s without the control plane: 0 failed requests; after it returns every sidecar resyncs; reconnects are spread by jitter', async () => {
     const cp = await startControlPlane({ name: 'cp-a' });
     expect((await cp.apply(billingYaml(50, 50), 'billing.yaml')).issues).toEqual([]);
     const apps = await Promise.all(['v1', 'v2', 'gw', 'gw2', 'gw3', 'gw4'].map((name) => startUpstream({ name })));
@@ -467,7 +477,7 @@ describe('control plane down for minutes', () => {
       await cp.kill('SIGKILL');
       const killedAt = performance.now();
       // The outage itself (the condition is the elapsed outage, checked while traffic runs).
-      await waitFor(() => performance.now() - killedAt >= OUTAGE_MS, { timeoutMs: OUTAGE_MS + 10_000, intervalMs: 1_000, what: 'a 2-minute outage' });
+      await waitFor(() => performance.now() - killedAt >= OUTAGE_MS, { timeoutMs: OUTAGE_MS + 10_000, intervalMs: 1_000, what: "a 90 s outage" });
       const during = traffic.samples.filter((s) => s.startedAt >= killedAt - traffic!.t0);
       expect(during.length).toBeGreaterThan(2_000);
       expect(failed(during).length, `during the outage: ${describeFailures(during)}`).toBe(0);
@@ -494,7 +504,7 @@ describe('control plane down for minutes', () => {
           expect(d, `${all[i].instance} attempt ${n}`).toBeGreaterThanOrEqual(Math.floor(0.8 * base(n)) - 1);
           expect(d, `${all[i].instance} attempt ${n}`).toBeLessThanOrEqual(Math.min(30_000, Math.ceil(1.2 * base(n))) + 1);
         });
-        expect(Math.max(...s.delays), `${all[i].instance} reached the 30 s cap region in 2 minutes`).toBeGreaterThanOrEqual(24_000);
+        expect(Math.max(...s.delays), `${all[i].instance} reached the 30 s cap region in 90 s`).toBeGreaterThanOrEqual(24_000);
       }
       // Not in lockstep: for each of the first attempts the six delays spread over more than 2 % of the base delay...
       for (let n = 0; n < 5; n++) {
