@@ -12,6 +12,9 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
 
 /** Starts a child and resolves with the first JSON line (on stdout or stderr) whose event is "listening". */
+/** Extra node flags for the sidecars only, e.g. BENCH_SIDECAR_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof". */
+const sidecarNodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 function start(args: string[], stream: 'stdout' | 'stderr'): Promise<{ child: ChildProcess; line: Record<string, unknown> }> {
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
@@ -51,7 +54,7 @@ function wrk(url: string, host: string): Promise<WrkResult> {
 const DOC = (kind: string, name: string, spec: string) => `apiVersion: mesh/v1\nkind: ${kind}\nmetadata: { name: ${name} }\nspec: ${spec}`;
 
 function sidecar(service: string, app: string, resources: string, dir: string) {
-  return start([join(here, '..', 'cli', 'main.js'), 'sidecar', '--service', service, '--app', app, '--resources', resources, '--dir', dir,
+  return start([...sidecarNodeArgs, join(here, '..', 'cli', 'main.js'), 'sidecar', '--service', service, '--app', app, '--resources', resources, '--dir', dir,
     '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'stderr');
 }
 

@@ -66,7 +66,7 @@ describe.skipIf(skip)(`control-plane faults${skip ? ' (skipped: no etcd binary o
     return c;
   };
 
-  it('control plane SIGKILLed for 30 s under 100 rps: 0 failed requests; restarted on the same port, every sidecar resyncs and a new Apply reaches them', async () => {
+  it('control plane SIGKILLed for 15 s under 100 rps: 0 failed requests; restarted on the same port, every sidecar resyncs and a new Apply reaches them', async () => {
     const cluster = await etcd();
     const cp = await startControlPlane({ etcd: cluster.endpoints, name: 'cp-a' });
     expect((await cp.apply(billingYaml(50, 50), 'billing.yaml')).issues).toEqual([]);
@@ -81,10 +81,11 @@ describe.skipIf(skip)(`control-plane faults${skip ? ' (skipped: no etcd binary o
       const before = await versionsOf(mesh);
       await cp.kill('SIGKILL');
       const killedAt = performance.now();
-      // The outage itself: 30 s without a control plane (the condition is the elapsed outage, checked while traffic runs).
-      await waitFor(() => performance.now() - killedAt >= 30_000, { timeoutMs: 35_000, intervalMs: 250, what: 'a 30 s outage' });
+      // The outage itself: 15 s without a control plane (the condition is the elapsed outage, checked while traffic runs).
+      // test/hardening/faults.test.ts holds one for 90 s, long enough for the reconnect backoff to reach its cap.
+      await waitFor(() => performance.now() - killedAt >= 15_000, { timeoutMs: 20_000, intervalMs: 250, what: 'a 15 s outage' });
       const during = traffic.samples.filter((s) => s.startedAt >= killedAt - traffic!.t0);
-      expect(during.length).toBeGreaterThan(2_500);
+      expect(during.length).toBeGreaterThan(1_250);
       expect(failed(during).length, `during the outage: ${describeFailures(during)}`).toBe(0);
       expect(await versionsOf(mesh)).toEqual(before);
       for (const s of mesh.all) expect((await s.adminGet('/ready')).status).toBe(200);
