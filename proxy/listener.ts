@@ -83,14 +83,16 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   // without this a client dribbling its headers held a connection open forever (HARDENING.md row 11).
   server.emit('listening');
   const pipelining = new Pipelining();
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => pipelining.admit(req, res, () => serve(deps, inflight, req, res));
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    if (pipelining.admit(req, res)) serve(deps, inflight, req, res);
+  };
   server.on('request', onRequest);
   // Answer `Expect: 100-continue` ourselves, after admission (body.ts), not as soon as headers arrive.
   server.on('checkContinue', onRequest);
   // An expectation other than 100-continue (RFC 9110 §10.1.1): 417, made like every refusal and tracked like any request
   // (Node's own 417 went out unseen, and an upgrade pipelined behind it took the socket from under it and stalled).
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    pipelining.admit(req, res, () => refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 })));
+    if (pipelining.admit(req, res)) refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 }));
   });
   // HARDENING.md row 13: only a WebSocket handshake may become a tunnel, and only after the upstream's 101 (upgrade.ts).
   const upgrade = deps.upgrade && { ...deps, handler: deps.upgrade };
