@@ -1,9 +1,8 @@
 // Every process the bench starts: spawn with a bounded wait for readiness, a registry that kills them all on failure or exit, free ports.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { createServer, connect, type AddressInfo } from 'node:net';
-import { delimiter, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { which } from '../cli/which.js';
 
 export interface Child {
   readonly name: string;
@@ -155,13 +154,7 @@ export async function waitForPort(port: number, timeoutMs: number, child?: Child
   throw new Error(`nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms${child ? `\n${child.output().slice(-2_000)}` : ''}`);
 }
 
-/**
- * Absolute path of an executable: `$ENV_VAR` if set, else the first match on PATH or in the sbin
- * directories (nginx lives in /usr/sbin, often not on a normal user's PATH). Undefined if absent.
- */
+/** Absolute path of an executable: `$ENV_VAR` if set, else cli/which.ts's search (PATH, then the system bin and sbin folders). */
 export function findExecutable(name: string, envVar: string): string | undefined {
-  const override = process.env[envVar];
-  if (override) return existsSync(override) ? override : undefined;
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin', '/usr/local/bin'];
-  return dirs.filter((d) => d.startsWith('/')).map((d) => join(d, name)).find((p) => existsSync(p));
+  return which(name, process.env[envVar]);
 }

@@ -2,8 +2,8 @@
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 
-/** Debian puts its packages' programs here; a PATH trimmed by a service manager or CI may not list them. */
-const SYSTEM_DIRS = ['/usr/bin', '/usr/local/bin'];
+/** Debian puts its packages' programs here (nginx in sbin); a PATH trimmed by a service manager or CI may not list them. */
+const SYSTEM_DIRS = ['/usr/bin', '/usr/local/bin', '/usr/sbin', '/usr/local/sbin'];
 
 export function isExecutable(file: string): boolean {
   try {
