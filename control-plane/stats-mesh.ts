@@ -36,11 +36,11 @@ export function windowSeconds(req: Pick<StatRequest, 'windowSeconds'>): number {
   return w;
 }
 
-async function askPeer(d: StatDeps, peer: ReplicaRecord, window: number): Promise<SeriesDelta[]> {
+async function askPeer(d: StatDeps, peer: ReplicaRecord, window: number): Promise<{ deltas: SeriesDelta[]; sidecars: number }> {
   const client = createMeshClient({ address: peer.address, caPem: d.caPem, trustDomain: d.trustDomain });
   try {
     const r = await call<StatResponse>(client, 'Stat', { service: '', windowSeconds: window, localOnly: true }, { adminToken: d.adminToken, timeoutMs: PEER_TIMEOUT_MS });
-    return r.deltas ?? [];
+    return { deltas: r.deltas ?? [], sidecars: r.sidecars ?? 0 };
   } finally {
     client.close();
   }
@@ -53,11 +53,13 @@ export async function meshStat(d: StatDeps, req: StatRequest): Promise<StatRespo
   const base = { windowSeconds: window, controlPlane: d.name };
   if (req.localOnly) {
     const own = req.service ? local.filter((x) => x.destinationService === req.service) : local;
-    return { ...base, services: [], deltas: own, replicas, sidecars: new Set(own.map((x) => x.sidecar)).size };
+    return { ...base, services: [], deltas: own, replicas, sidecars: d.stats.reporting(window * 1000) };
   }
   const peers = [...d.state.liveReplicas().values()].filter((r) => r.session !== d.registry.id);
   const answers = await Promise.allSettled(peers.map((p) => askPeer(d, p, window)));
   const groups: SeriesDelta[][] = [local];
+  // A sidecar reports to one replica at a time, so the replicas' counts add up (one that moved inside the window counts twice).
+  let sidecars = d.stats.reporting(window * 1000);
   answers.forEach((a, i) => {
     const peer = peers[i];
     if (a.status === 'rejected') {
@@ -67,9 +69,10 @@ export async function meshStat(d: StatDeps, req: StatRequest): Promise<StatRespo
       return;
     }
     replicas.push({ name: peer.name, address: peer.address, error: '' });
-    groups.push(a.value);
+    groups.push(a.value.deltas);
+    sidecars += a.value.sidecars;
   });
   const windows = mergeDeltas(groups);
   const services = aggregateServices(windows, req.service);
-  return { ...base, services, deltas: [], replicas, sidecars: windows.length };
+  return { ...base, services, deltas: [], replicas, sidecars };
 }

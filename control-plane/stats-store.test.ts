@@ -34,6 +34,24 @@ describe('StatsStore', () => {
     expect(d[0].sidecar).toBe('default/api/1');
   });
 
+  it('counts a sidecar as reporting when the window holds two of its reports, even if it served nothing', () => {
+    const clock = new FakeClock();
+    const store = new StatsStore(clock, 60_000);
+    const idle: StatsReport = { startedUnixMs: 1, bucketBounds: BOUNDS, series: [] };
+    for (const sc of ['busy', 'idle', 'once']) store.connected(sc);
+    for (let i = 0; i < 3; i++) {
+      store.record('busy', report(i * 10));
+      store.record('idle', idle);
+      if (i === 2) store.record('once', idle);
+      clock.advance(1_000);
+    }
+    // The deltas name only the sidecar that served requests; reporting also counts the idle one, not the one with a single report.
+    expect(new Set(store.deltas(10_000).map((d) => d.sidecar))).toEqual(new Set(['busy']));
+    expect(store.reporting(10_000)).toBe(2);
+    // A window too short for two reports of anyone.
+    expect(store.reporting(1_500)).toBe(0);
+  });
+
   it('keeps no more than the retention', () => {
     const clock = new FakeClock();
     const store = new StatsStore(clock, 10_000);

@@ -94,6 +94,21 @@ export class StatsStore {
     return out;
   }
 
+  /**
+   * Sidecars with at least two reports in the last `windowMs`: those whose figures the window covers, idle or not
+   * (a sidecar that served nothing sends no series, so counting the deltas' sidecars missed it).
+   */
+  reporting(windowMs: number): number {
+    const from = this.clock.now() - windowMs;
+    let n = 0;
+    for (const s of this.sidecars.values()) {
+      let inside = 0;
+      for (let i = s.samples.length - 1; i >= 0 && s.samples[i].t >= from && inside < 2; i--) inside++;
+      if (inside >= 2) n++;
+    }
+    return n;
+  }
+
   /** Sidecars with samples held (for tests and the store's own bound). */
   get size(): number {
     return this.sidecars.size;
