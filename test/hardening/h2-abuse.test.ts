@@ -129,7 +129,43 @@ const H = 'fast';
 let nextPath = 0;
 const uniquePath = (tag: string): string => `/probe/${tag}/${++nextPath}`;
 
-function probesFor(target: () => Target): void {
+/** Stalled flood connections whose release by the session idle timeout the last test of this file waits for. */
+const awaitingRelease: { name: string; c: RawConn; since: number }[] = [];
+
+/**
+ * A flood of `one` frames (`batch` of them per write, each write waited for) while never reading. Two endings pass:
+ * the sidecar closes the connection (GOAWAY or close), or it stops reading from us (TCP backpressure: nghttp2 does not
+ * read while it cannot write its ACKs, which is how floods over TLS end) and then, after the session idle timeout,
+ * releases the stalled connection; `idleClose` waits for that too (≈ 60 s, so only one probe does).
+ */
+async function flood(target: () => Target, name: string, one: Buffer, o: { batch: number; idleClose?: boolean }): Promise<void> {
+  await probe(name, target(), async () => {
+    const c = await connectRaw(target());
+    c.socket.pause();
+    const r = o.batch === 1 ? await blast(c, () => one, 256 * MB, 5_000, false) : await paced(c, Buffer.concat(Array(o.batch).fill(one)), 256 * MB, 5_000);
+    const n = Math.round(r.written / one.length);
+    // Still unsent on our side at the deadline: the sidecar stopped reading.
+    const stalled = r.stoppedBy === 'deadline' && c.socket.writableLength > 0;
+    expect(r.stoppedBy === 'closed' || stalled, `${n} frames written, stopped by ${r.stoppedBy}, ${c.socket.writableLength} bytes unsent`).toBe(true);
+    const how = stalled ? `stalled: our socket took ${n} frames, then the sidecar stopped reading (TCP backpressure)` : `closed after ${n} frames`;
+    if (stalled && o.idleClose) {
+      // The release comes a whole idle timeout later: checked by the last test of this file, while the others run.
+      awaitingRelease.push({ name, c, since: Date.now() });
+      return `${how}, ${(r.written / MB).toFixed(1)} MB in ${r.ms} ms (${describeSeen(c.seen)}); its release by the idle timeout is checked last`;
+    }
+    c.socket.resume();
+    if (!stalled) await waitForEnd(c, 10_000, `the flooded connection to end (${describeSeen(c.seen)})`);
+    c.close();
+    if (c.seen.goaway) expect(errorName(c.seen.goaway.code)).toBe('ENHANCE_YOUR_CALM');
+    return `${how}, ${(r.written / MB).toFixed(1)} MB in ${r.ms} ms (${describeSeen(c.seen)})`;
+  });
+}
+
+const pingFrame = ping(Buffer.from('abusive!'));
+const settingsFrame = settings([[S.INITIAL_WINDOW_SIZE, 65_535], [S.MAX_HEADER_LIST_SIZE, 65_536]]);
+
+/** `stallFirst`: the PING flood that stalls (and is released only a whole idle timeout later) already ran, first in the file. */
+function probesFor(target: () => Target, o: { stallFirst?: boolean } = {}): void {
   it('CONTINUATION flood (tiny frames): HEADERS without END_HEADERS, then endless CONTINUATION → closed within bounded bytes', async () => {
     await probe('continuation flood, tiny frames', target(), async () => {
       const c = await connectRaw(target());
@@ -192,55 +228,22 @@ function probesFor(target: () => Target): void {
     });
   }, 60_000);
 
-  /**
-   * A flood of `one` frames (`batch` of them per write, each write waited for) while never reading. Two endings pass:
-   * the sidecar closes the connection (GOAWAY or close), or it stops reading from us (TCP backpressure: nghttp2 does not
-   * read while it cannot write its ACKs, which is how floods over TLS end) and then, after the session idle timeout,
-   * releases the stalled connection; `idleClose` waits for that too (≈ 60 s, so only one probe does).
-   */
-  /** Stalled flood connections whose release by the session idle timeout the last test of this group waits for. */
-  const awaitingRelease: { name: string; c: RawConn; since: number }[] = [];
-
-  async function flood(name: string, one: Buffer, o: { batch: number; idleClose?: boolean }): Promise<void> {
-    await probe(name, target(), async () => {
-      const c = await connectRaw(target());
-      c.socket.pause();
-      const r = o.batch === 1 ? await blast(c, () => one, 256 * MB, 5_000, false) : await paced(c, Buffer.concat(Array(o.batch).fill(one)), 256 * MB, 5_000);
-      const n = Math.round(r.written / one.length);
-      // Still unsent on our side at the deadline: the sidecar stopped reading.
-      const stalled = r.stoppedBy === 'deadline' && c.socket.writableLength > 0;
-      expect(r.stoppedBy === 'closed' || stalled, `${n} frames written, stopped by ${r.stoppedBy}, ${c.socket.writableLength} bytes unsent`).toBe(true);
-      const how = stalled ? `stalled: our socket took ${n} frames, then the sidecar stopped reading (TCP backpressure)` : `closed after ${n} frames`;
-      if (stalled && o.idleClose) {
-        // The release comes a whole idle timeout later: checked by the last test of this group, while the others run.
-        awaitingRelease.push({ name, c, since: Date.now() });
-        return `${how}, ${(r.written / MB).toFixed(1)} MB in ${r.ms} ms (${describeSeen(c.seen)}); its release by the idle timeout is checked last`;
-      }
-      c.socket.resume();
-      if (!stalled) await waitForEnd(c, 10_000, `the flooded connection to end (${describeSeen(c.seen)})`);
-      c.close();
-      if (c.seen.goaway) expect(errorName(c.seen.goaway.code)).toBe('ENHANCE_YOUR_CALM');
-      return `${how}, ${(r.written / MB).toFixed(1)} MB in ${r.ms} ms (${describeSeen(c.seen)})`;
-    });
-  }
-
-  const pingFrame = ping(Buffer.from('abusive!'));
-  const settingsFrame = settings([[S.INITIAL_WINDOW_SIZE, 65_535], [S.MAX_HEADER_LIST_SIZE, 65_536]]);
-
   it('PING flood, one frame per write, ACKs never read → GOAWAY or close (or stalled)', async () => {
-    await flood('PING flood, 1 per write', pingFrame, { batch: 1 });
+    await flood(target, 'PING flood, 1 per write', pingFrame, { batch: 1 });
   }, 60_000);
 
-  it('PING flood, 50 frames per write, ACKs never read → GOAWAY or close (or stalled, then released by the idle timeout)', async () => {
-    await flood('PING flood, 50 per write', pingFrame, { batch: 50, idleClose: true });
-  }, 120_000);
+  if (!o.stallFirst) {
+    it('PING flood, 50 frames per write, ACKs never read → GOAWAY or close (or stalled, then released by the idle timeout)', async () => {
+      await flood(target, 'PING flood, 50 per write', pingFrame, { batch: 50, idleClose: true });
+    }, 60_000);
+  }
 
   it('SETTINGS flood, one frame per write, ACKs never read → GOAWAY or close (or stalled)', async () => {
-    await flood('SETTINGS flood, 1 per write', settingsFrame, { batch: 1 });
+    await flood(target, 'SETTINGS flood, 1 per write', settingsFrame, { batch: 1 });
   }, 60_000);
 
   it('SETTINGS flood, 50 frames per write, ACKs never read → GOAWAY or close (or stalled)', async () => {
-    await flood('SETTINGS flood, 50 per write', settingsFrame, { batch: 50 });
+    await flood(target, 'SETTINGS flood, 50 per write', settingsFrame, { batch: 50 });
   }, 60_000);
 
   it('empty DATA frames flood (CVE-2019-9518) → GOAWAY or close, memory bounded', async () => {
@@ -423,18 +426,27 @@ function probesFor(target: () => Target): void {
     });
   }, 60_000);
 
+}
+
+// Over TLS the 50-per-write PING flood stalls the session, which the idle timeout releases only ~60 s later: that probe
+// runs first, and its release is checked last, so the wait overlaps every other probe.
+describe('inbound (mTLS, ALPN h2), first', () => {
+  it('PING flood, 50 frames per write, ACKs never read → GOAWAY or close (or stalled, then released by the idle timeout)', async () => {
+    await flood(() => inbound, 'PING flood, 50 per write', pingFrame, { batch: 50, idleClose: true });
+  }, 60_000);
+});
+describe('outbound (h2c)', () => probesFor(() => outbound));
+describe('inbound (mTLS, ALPN h2)', () => probesFor(() => inbound, { stallFirst: true }));
+describe('inbound (mTLS, ALPN h2), last', () => {
   it('a flood connection the sidecar stopped reading is released by the session idle timeout', async () => {
     for (const { name, c, since } of awaitingRelease.splice(0)) {
       await waitFor(() => c.seen.closed, {
         timeoutMs: Math.max(1_000, since + LIMITS.keepAliveTimeoutMs + 20_000 - Date.now()), intervalMs: 100, what: `the idle timeout to release the stalled ${name} connection`,
       });
-      console.log(`[${target().name}] ${name}: released by the idle timeout ${((Date.now() - since) / 1000).toFixed(0)} s after the stall (${describeSeen(c.seen)})`);
+      console.log(`[inbound] ${name}: released by the idle timeout ${((Date.now() - since) / 1000).toFixed(0)} s after the stall (${describeSeen(c.seen)})`);
       c.socket.resume();
       c.close();
       expect(sidecar.running()).toBe(true);
     }
   }, LIMITS.keepAliveTimeoutMs + 30_000);
-}
-
-describe('outbound (h2c)', () => probesFor(() => outbound));
-describe('inbound (mTLS, ALPN h2)', () => probesFor(() => inbound));
+});
