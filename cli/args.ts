@@ -32,6 +32,16 @@ export function parseLabels(value: string | undefined): Record<string, string> {
   return out;
 }
 
+const SIZE_UNITS: Readonly<Record<string, number>> = { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 };
+
+/** A byte size: `1048576`, `512Ki`, `16Mi`, `1Gi` (binary units, as Kubernetes quantities spell them). */
+export function parseSizeFlag(flag: string, value: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(value.trim());
+  const bytes = m ? Number(m[1]) * SIZE_UNITS[m[2] ?? ''] : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < 1) throw new UsageError(`--${flag}: expected a size like 1048576, 512Ki, 16Mi or 1Gi, got "${value}"`);
+  return bytes;
+}
+
 export function parseDurationFlag(flag: string, value: string): number {
   const ms = parseDuration(value);
   if (ms === undefined) throw new UsageError(`--${flag}: expected a duration like 250ms, 2s, 1m, got "${value}"`);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { UsageError } from './args.js';
+import { parseSizeFlag, UsageError } from './args.js';
 import { parseTcpFlag } from './sidecar-cmd.js';
 
 describe('parseTcpFlag (--tcp)', () => {
@@ -20,5 +20,19 @@ describe('parseTcpFlag (--tcp)', () => {
   ])('refuses %s', (value, message) => {
     expect(() => parseTcpFlag(value)).toThrow(UsageError);
     expect(() => parseTcpFlag(value)).toThrow(message);
+  });
+});
+
+describe('parseSizeFlag (--max-request-body)', () => {
+  it('reads bytes and binary units', () => {
+    expect(parseSizeFlag('max-request-body', '1048576')).toBe(1_048_576);
+    expect(parseSizeFlag('max-request-body', '512Ki')).toBe(512 * 1024);
+    expect(parseSizeFlag('max-request-body', '16Mi')).toBe(16 * 1024 * 1024);
+    expect(parseSizeFlag('max-request-body', '1Gi')).toBe(1024 ** 3);
+  });
+
+  it.each(['', '0', '-1', '1.5Mi', '16MB', '16 Mi', 'lots'])('refuses %j with a usage error that names the flag', (v) => {
+    expect(() => parseSizeFlag('max-request-body', v)).toThrow(UsageError);
+    expect(() => parseSizeFlag('max-request-body', v)).toThrow(/--max-request-body: expected a size like/);
   });
 });

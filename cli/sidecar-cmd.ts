@@ -6,20 +6,22 @@ import { parseArgs } from 'node:util';
 import { createLogger, isLogLevel } from '../api/log.js';
 import { ConfigError, startSidecar } from '../proxy/sidecar.js';
 import type { TcpListenerSpec } from '../proxy/tcp-outbound.js';
-import { isLoopback, parseDurationFlag, parseHostPort, parseLabels, UsageError } from './args.js';
+import { isLoopback, parseDurationFlag, parseHostPort, parseLabels, parseSizeFlag, UsageError } from './args.js';
 
 export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--namespace default] [--instance ID] [--labels k=v,…]
              [--inbound 0.0.0.0:15006] [--outbound 127.0.0.1:15001] [--admin 127.0.0.1:15000]
              [--control-plane HOST:PORT[,…]] [--token-file F] [--dir .mesh]   dynamic mode: config and certificate from the control plane
              [--resources FILE.yaml]                                         standalone mode: static resources, certificate from the CA in --dir
              [--drain-timeout 30s] [--stats-interval 10s] [--tracing on|off] [--log-level info]
-             [--tcp SERVICE=127.0.0.1:PORT[,…]] [--tunnel-idle-timeout 1h] [--shed-lag 100ms]
+             [--tcp SERVICE=127.0.0.1:PORT[,…]] [--tunnel-idle-timeout 1h] [--shed-lag 100ms] [--max-request-body 16Mi]
   --stats-interval  how often (dynamic mode) cumulative request stats go to the control plane for "mesh stat"
   --tracing off     no tracing stage at all: trace headers pass through unchanged, no spans (for measuring its cost)
   --tcp             a loopback port per "protocol: tcp" service the app calls; each connection goes to one endpoint over mTLS
   --tunnel-idle-timeout  WebSocket and TCP tunnels with no bytes either way for this long are closed
   --shed-lag        when the event loop falls this far behind, a growing share of new requests is refused at once with
-                    503 and x-mesh-error: overloaded, so admitted ones stay fast (0 = never shed)`;
+                    503 and x-mesh-error: overloaded, so admitted ones stay fast (0 = never shed)
+  --max-request-body  the largest HTTP request body forwarded (gRPC streams exempt): a larger declared length is
+                    answered 413 payload-too-large, and a body without one is cut before the chunk that crosses it`;
 
 /** `--tcp billing-db=127.0.0.1:5432,cache=127.0.0.1:6379`: loopback only, like --outbound, one service per port. */
 export function parseTcpFlag(value: string | undefined): TcpListenerSpec[] {
@@ -55,7 +57,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       inbound: { type: 'string', default: '0.0.0.0:15006' }, outbound: { type: 'string', default: '127.0.0.1:15001' },
       admin: { type: 'string', default: '127.0.0.1:15000' }, resources: { type: 'string' },
       'control-plane': { type: 'string' }, 'token-file': { type: 'string' }, dir: { type: 'string', default: '.mesh' },
-      'drain-timeout': { type: 'string', default: '30s' }, 'stats-interval': { type: 'string', default: '10s' }, 'shed-lag': { type: 'string', default: '100ms' }, tracing: { type: 'string', default: 'on' }, 'log-level': { type: 'string', default: 'info' },
+      'drain-timeout': { type: 'string', default: '30s' }, 'stats-interval': { type: 'string', default: '10s' }, 'shed-lag': { type: 'string', default: '100ms' }, 'max-request-body': { type: 'string', default: '16Mi' }, tracing: { type: 'string', default: 'on' }, 'log-level': { type: 'string', default: 'info' },
       tcp: { type: 'string' }, 'tunnel-idle-timeout': { type: 'string', default: '1h' },
     },
     strict: true,
@@ -80,6 +82,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
   const tcp = parseTcpFlag(values.tcp);
   const tunnelIdleTimeoutMs = parseDurationFlag('tunnel-idle-timeout', values['tunnel-idle-timeout']);
   if (tunnelIdleTimeoutMs < 1) throw new UsageError(`--tunnel-idle-timeout: must be positive, got "${values['tunnel-idle-timeout']}"`);
+  const maxRequestBodyBytes = parseSizeFlag('max-request-body', values['max-request-body']);
   const instance = values.instance ?? `${hostname()}-${process.pid}`;
   const log = createLogger(level, { program: 'sidecar', service: values.service, instance });
 
@@ -97,6 +100,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
       drainTimeoutMs: parseDurationFlag('drain-timeout', values['drain-timeout']),
       statsIntervalMs: statsInterval,
       shedLagMs: values['shed-lag'] === '0' ? 0 : parseDurationFlag('shed-lag', values['shed-lag']),
+      maxRequestBodyBytes,
       tracing: values.tracing === 'on',
       tcp,
       tunnelIdleTimeoutMs,

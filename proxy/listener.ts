@@ -180,7 +180,9 @@ function buildExchange(deps: ListenerDeps, req: DownstreamRequest, res: Downstre
   // The version on an HTTP/1 request line says nothing about the protocol: `GET / HTTP/2.0` is HTTP/1 text.
   const h2 = req instanceof Http2ServerRequest;
   if (!h2 && req.httpVersionMajor !== 1) return new MeshError('version-not-supported', `HTTP/${req.httpVersion} is not supported`);
-  const refused = h2 ? undefined : checkFraming(req, deps.limits ?? LIMITS);
+  const limits = deps.limits ?? LIMITS;
+  // HTTP/2 frames its bodies itself, but a declared content-length over the limit is refused the same way.
+  const refused = h2 ? tooLarge(req.headers['content-length'], limits) : checkFraming(req, limits);
   if (refused) return refused;
   const raw = req.rawHeaders;
   if (raw.length > LIMITS.maxHeaderCount * 2) return new MeshError('headers-too-large', `more than ${LIMITS.maxHeaderCount} headers`);
@@ -245,12 +247,16 @@ function checkFraming(req: IncomingMessage, limits: ListenerLimits): MeshError |
   if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
     return new MeshError('bad-request', `unsupported transfer-encoding "${te.slice(0, 64)}"`);
   }
-  const cl = req.headers['content-length'];
-  if (cl !== undefined && Number(cl) > limits.maxRequestBodyBytes) {
-    return new MeshError('payload-too-large', `request body of ${cl} bytes is over the ${limits.maxRequestBodyBytes}-byte limit`);
-  }
+  const big = tooLarge(req.headers['content-length'], limits);
+  if (big) return big;
   if (req.httpVersionMinor === 1 && req.headers.host === undefined) return new MeshError('bad-request', 'missing Host header');
   return undefined;
+}
+
+/** A declared body over the limit: refused before `100 Continue` and before anything is forwarded. */
+function tooLarge(cl: string | undefined, limits: ListenerLimits): MeshError | undefined {
+  if (cl === undefined || !(Number(cl) > limits.maxRequestBodyBytes)) return undefined;
+  return new MeshError('payload-too-large', `request body of ${cl} bytes is over the ${limits.maxRequestBodyBytes}-byte limit`);
 }
 
 /**

@@ -28,6 +28,8 @@ export interface PipelineDeps {
   readonly cluster: (service: string) => Cluster | undefined;
   /** The current snapshot's tracer; absent when the sidecar runs with tracing off (no layer at all). */
   readonly tracer: (() => ActiveTracer | undefined) | undefined;
+  /** The largest request body forwarded (--max-request-body). */
+  readonly maxRequestBodyBytes: number;
   readonly accessLog: AccessLog;
   /** Refuses new requests while the event loop is behind; absent when shedding is off. */
   readonly shedder?: LoadShedder;
@@ -69,7 +71,7 @@ export function outboundPipeline(d: PipelineDeps, sourceService: string): Handle
     overloadLayer(d.shedder, () => d.telemetry.overloadShed.labels('outbound').inc()),
     routeLayer(d.routes, d.random),
     faultLayer(d.clock, d.random),
-    bodyLayer(DEFAULTS.replayLimitBytes),
+    bodyLayer(DEFAULTS.replayLimitBytes, d.maxRequestBodyBytes),
     mirrorLayer(d.cluster, d.random, d.log),
   );
 }
@@ -137,7 +139,7 @@ export function inboundPipeline(d: InboundDeps): Handler {
   return compose(
     retryLayer({ ...d, cluster: () => d.appCluster() }, balanceTry(d.clock)),
     ...inboundFront(d),
-    bodyLayer(DEFAULTS.replayLimitBytes),
+    bodyLayer(DEFAULTS.replayLimitBytes, d.maxRequestBodyBytes),
   );
 }
 

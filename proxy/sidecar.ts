@@ -13,7 +13,7 @@ import { configSource, loadSnapshot } from './config-source.js';
 export { ConfigError } from './config-source.js';
 import { CertificateManager } from './credentials.js';
 import { dialMesh } from './dial.js';
-import { createListener, InFlight } from './listener.js';
+import { createListener, InFlight, LIMITS } from './listener.js';
 import { createH2Listener, createOutboundFront } from './h2-listener.js';
 import { LoadShedder } from './overload.js';
 import { inboundPipeline, inboundUpgradePipeline, outboundPipeline, outboundUpgradePipeline } from './pipeline.js';
@@ -58,6 +58,8 @@ export interface SidecarOptions {
   readonly tunnelIdleTimeoutMs?: number;
   /** Event-loop lag above which new requests are shed with 503 overloaded (overload.ts); 0 turns shedding off; default 100 ms. */
   readonly shedLagMs?: number;
+  /** The largest request body forwarded (HARDENING.md row 12); LIMITS.maxRequestBodyBytes (16 MiB) by default. */
+  readonly maxRequestBodyBytes?: number;
   readonly log: Logger;
   readonly clock?: Clock;
   readonly random?: Random;
@@ -155,7 +157,9 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const shedder = shedLagMs > 0
     ? new LoadShedder({ lagTargetMs: shedLagMs, clock: systemClock, random, inFlight: () => outIn.count + inIn.count })
     : undefined;
+  const limits = { ...LIMITS, maxRequestBodyBytes: o.maxRequestBodyBytes ?? LIMITS.maxRequestBodyBytes };
   const deps = {
+    maxRequestBodyBytes: limits.maxRequestBodyBytes,
     clock, random, log, telemetry, routes: () => current().routes, cluster: (s: string) => clusters.get(s),
     tracer: tracing && (() => tracing.active), accessLog, shedder,
   };
@@ -166,7 +170,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const outboundDeps = {
     direction: 'outbound' as const, clock, log, handler: gate(outboundPipeline(deps, me.service)),
     upgrade: gate(outboundUpgradePipeline(deps, me.service, tunnels.websocket)),
-    refused: telemetry.routeStats('outbound', me.service, 'unknown', 'none'), accessLog,
+    refused: telemetry.routeStats('outbound', me.service, 'unknown', 'none'), accessLog, limits,
   };
   const outboundHttp = createListener(outboundDeps, outIn);
   // h2c with prior knowledge (gRPC apps) shares the outbound port with HTTP/1.1.
@@ -183,7 +187,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   };
   const inboundDeps = {
     direction: 'inbound' as const, clock, log,
-    refused: telemetry.routeStats('inbound', 'unknown', me.service, 'inbound'), accessLog,
+    refused: telemetry.routeStats('inbound', 'unknown', me.service, 'inbound'), accessLog, limits,
     handler: gate(inboundPipeline(inboundChain)),
     upgrade: gate(inboundUpgradePipeline(inboundChain, tunnels.websocket)),
   };

@@ -1,5 +1,6 @@
 // Test harness: HTTP clients aimed at the sidecar: one request via undici, a steady-rate loader, and a raw-socket sender for hand-crafted HTTP/1.1.
 import net from 'node:net';
+import type { Readable } from 'node:stream';
 import { Client, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 
@@ -10,7 +11,8 @@ export interface RequestOptions {
   /** Sent as the Host header. */
   host?: string;
   headers?: Record<string, string>;
-  body?: string;
+  /** A stream is sent chunked (no content-length). */
+  body?: string | Buffer | Readable;
   /** Bound on the whole exchange (default 10 s). */
   timeoutMs?: number;
   /** Reuse a pool (see `createPool`); otherwise a fresh connection is opened and closed. */
