@@ -6,6 +6,7 @@ import type { Cluster } from './cluster.js';
 import type { Endpoint } from './endpoint.js';
 import type { Telemetry } from './telemetry.js';
 import { TCP_ALPN } from './tls.js';
+import { classifyUpstreamError } from './pool.js';
 import type { TunnelSet } from './tunnel.js';
 
 /** Endpoints tried per connection: the first and up to two others when connecting fails (nothing was sent yet). */
@@ -51,7 +52,8 @@ async function dialSome(cluster: Cluster, d: TcpOutboundDeps, client: net.Socket
     } catch (err) {
       ep.inflight--;
       ep.observe(Math.max(d.clock.now() - t0, FAILURE_PENALTY_MS), d.clock.now());
-      cluster.report(ep, false);
+      // With the error, so a refused connect starts the liveness probes that eject a dead endpoint (cluster.ts).
+      cluster.report(ep, false, classifyUpstreamError(err, ep));
       d.log.warn('tcp_connect_failed', { service: cluster.name, endpoint: ep.id, error: (err as Error).message });
     }
   }

@@ -60,7 +60,8 @@ async function connect(ex: Exchange, cluster: Cluster, subset: string): Promise<
       return { socket, ep };
     } catch (err) {
       last = classifyUpstreamError(err, ep);
-      cluster.report(ep, false);
+      // With the error, so a refused connect starts the liveness probes that eject a dead endpoint (cluster.ts).
+      cluster.report(ep, false, last);
     }
   }
   const what = subset ? `subset "${subset}" of service "${cluster.name}"` : `service "${cluster.name}"`;

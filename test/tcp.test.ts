@@ -141,19 +141,24 @@ describe('TCP through api → mTLS (ALPN trellis-tcp/1) → db', () => {
     expect(sumWhere(await probe.samples('mesh_tcp_connections_total'), { direction: 'outbound', destination_service: 'api', result: 'not-tcp' })).toBe(1);
   }, 30_000);
 
-  it('a dead endpoint costs a connect failure, then the connection goes to the live one', async () => {
+  it('a dead endpoint costs a connect failure, then the connection goes to the live one, and it is ejected', async () => {
     const dead = await closedPort();
     const { sc: api2, db } = await clientSidecar('api', [dead, dbA.inbound]);
     const a0 = echoA.connections();
-    for (let i = 0; i < 6; i++) {
+    // Two tunnels: round-robin puts the dead endpoint first for at least one, and at most two connect failures stay
+    // under the default 5 that eject by themselves, so the ejection below is the liveness probes' doing.
+    for (let i = 0; i < 2; i++) {
       const out = await tcpExchange(db, [Buffer.from(`hello ${i}`)], `hello ${i}`.length);
       expect(out.data.toString(), out.error).toBe(`hello ${i}`);
     }
-    expect(echoA.connections() - a0).toBe(6);
-    expect(sumWhere(await api2.samples('mesh_tcp_connections_total'), { direction: 'outbound', result: 'ok' })).toBe(6);
+    expect(echoA.connections() - a0).toBe(2);
+    expect(sumWhere(await api2.samples('mesh_tcp_connections_total'), { direction: 'outbound', result: 'ok' })).toBe(2);
     expect(api2.stderr()).toContain('tcp_connect_failed');
-    const deadEp = (await api2.endpoints('db')).find((e) => e.address === dead);
-    expect(deadEp?.consecutiveFailures ?? 0).toBeGreaterThan(0);
+    // The refused connect started liveness probes (cluster.ts), so the dead endpoint is ejected without more tunnels
+    // failing on it (HARDENING.md: within 1 s; polled here with slack for a shared machine).
+    await waitFor(async () => (await api2.endpoints('db')).find((e) => e.address === dead)?.ejected === true, {
+      timeoutMs: 3_000, intervalMs: 50, what: 'the dead TCP endpoint ejected by its liveness probes',
+    });
   }, 40_000);
 });
 
