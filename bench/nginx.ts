@@ -3,7 +3,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { childrenOf } from './proc.js';
-import { freePort, spawnChild, waitForPort, type Child } from './processes.js';
+import { freePort } from '../cli/ports.js';
+import { spawnChild, waitForPort, type Child } from './processes.js';
 import type { BenchPki } from './pki.js';
 
 /** What both configs share: one worker, foreground master, logs and temp files under the prefix. */

@@ -1,6 +1,6 @@
 // Every process the bench starts: spawn with a bounded wait for readiness, a registry that kills them all on failure or exit, free ports.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, connect, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { which } from '../cli/which.js';
 
@@ -120,17 +120,6 @@ export function startListening(
   });
 }
 
-/** A port that was free a moment ago on 127.0.0.1 (for programs like nginx that cannot listen on port 0 and report it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function tryConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {

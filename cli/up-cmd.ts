@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseHostPort, UsageError, type HostPort } from './args.js';
+import { reservePorts } from './ports.js';
 import { DEFAULT_CONTROL_PLANE, type CommandOutput } from './cp-connect.js';
 import { applyCommand } from './resources-cmd.js';
 import { Supervisor, type ChildSpec } from './up-children.js';
@@ -230,17 +231,3 @@ function probe(hp: HostPort): Promise<string | undefined> {
   });
 }
 
-/**
- * Free loopback ports, held together until all are chosen so they differ. The kernel may hand one out again before the
- * program binds it; that race is as small as the window between here and the children's listen().
- */
-async function reservePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => resolve(s));
-  })));
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}

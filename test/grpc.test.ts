@@ -7,7 +7,7 @@ import { echoClient, grpc, grpcFrame, grpcService, startEchoServer, unaryCall, t
 import { route, toYaml } from './harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from './harness/sidecar.js';
 import { waitFor } from './harness/wait.js';
-import { freePort } from './harness/etcd.js';
+import { freePort } from '../cli/ports.js';
 
 let app: EchoServer;
 let server: Sidecar;

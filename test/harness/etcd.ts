@@ -2,9 +2,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from '../../cli/ports.js';
 import { which } from '../../cli/which.js';
 import { withDeadline } from './wait.js';
 
@@ -36,17 +36,6 @@ export function etcdAvailable(): boolean {
 }
 
 
-/** Binds port 0 to learn a free port, then releases it; etcd binds it a moment later (a retry covers the rare race). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 interface Member {
   name: string;

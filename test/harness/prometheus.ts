@@ -2,9 +2,9 @@
 // a file_sd scrape config, and reads its /api/v1/targets.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from '../../cli/ports.js';
 import { which } from '../../cli/which.js';
 import { request } from './client.js';
 import { waitFor, withDeadline } from './wait.js';
@@ -31,13 +31,6 @@ export interface Prometheus {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 /** Scrapes every target listed in `fileSd` every `scrapeInterval` (default 1s); resolves once /-/ready answers. */
 export async function startPrometheus(bin: string, fileSd: string, scrapeInterval = '1s'): Promise<Prometheus> {
