@@ -106,6 +106,14 @@ async function main(): Promise<number> {
         await new Promise((r2) => setTimeout(r2, 100));
       }
     }
+    // Ready is not enough: the client must also have been pushed both servers' endpoints (their registrations reach it
+    // a push later). A run that started without this waited for nothing and counted 6 early 503 no-healthy-upstream.
+    for (let i = 0; ; i++) {
+      const r = await fetch(`http://${client.admin}/clusters`).then((x) => x.json() as Promise<{ clusters: { service: string; endpoints: unknown[] }[] }>).catch(() => undefined);
+      if ((r?.clusters.find((c) => c.service === 'soak')?.endpoints.length ?? 0) >= 2) break;
+      if (i > 300) throw new Error('the client sidecar did not get both server endpoints within 30 s');
+      await new Promise((r2) => setTimeout(r2, 100));
+    }
     process.stderr.write(`soak: ${minutes} min at ${rps} rps through ${client.outbound}; work dir ${work}\n`);
 
     const durationMs = minutes * 60_000;
