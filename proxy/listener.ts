@@ -137,7 +137,11 @@ export function unsupportedVersion(packet: Buffer | undefined): boolean {
 /** Serves one request of either HTTP version (h2-listener.ts hands HTTP/2 streams here through the compatibility API). */
 export function serve(deps: ListenerDeps, inflight: InFlight, req: DownstreamRequest, res: DownstreamResponse): void {
   inflight.enter();
-  if (req instanceof Http2ServerRequest && !req.stream.endAfterHeaders) req.once('aborted', failAbortedBody);
+  if (req instanceof Http2ServerRequest && !req.stream.endAfterHeaders) {
+    // A reset that came in the same read as the HEADERS was handled before node:http2 emitted the request.
+    if (req.stream.aborted) failAbortedBody.call(req);
+    else req.once('aborted', failAbortedBody);
+  }
   if (inflight.draining && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
   const ex = buildExchange(deps, req, res);
   const done = () => inflight.leave();

@@ -112,6 +112,8 @@ export function retryLayer(deps: RetryDeps, tryOnce: TryHandler): Handler {
       !(n < policy.attempts && reasonFor({ kind: 'response', status, grpcStatus }) !== undefined && cluster.budget.tryWithdraw());
     try {
       for (;; n++) {
+        // The client left before this try (or before the first: while its body was read): nothing is sent for it.
+        if (ex.clientGone) return;
         const result = await tryOnce(ex, {
           cluster,
           subset: backend.subset,
