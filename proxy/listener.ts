@@ -11,7 +11,7 @@ import type { Direction, DownstreamRequest, DownstreamResponse, Exchange } from 
 import { isGrpcContentType, parseGrpcTimeout } from './grpc.js';
 import { newRequestId, requestHeadersForUpstream } from './headers.js';
 import { normalizePath } from './path.js';
-import { Pipelining } from './pipelining.js';
+import { admit, afterAnswers, refuseInTurn } from './pipelining.js';
 import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
 import { acceptUpgrade } from './upgrade.js';
@@ -82,9 +82,8 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   // that enforces headersTimeout and requestTimeout (and that closeIdleConnections walks) only on 'listening', so
   // without this a client dribbling its headers held a connection open forever (HARDENING.md row 11).
   server.emit('listening');
-  const pipelining = new Pipelining();
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    if (pipelining.admit(req, res)) serve(deps, inflight, req, res);
+    if (admit(req, res)) serve(deps, inflight, req, res);
   };
   server.on('request', onRequest);
   // Answer `Expect: 100-continue` ourselves, after admission (body.ts), not as soon as headers arrive.
@@ -92,25 +91,25 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   // An expectation other than 100-continue (RFC 9110 §10.1.1): 417, made like every refusal and tracked like any request
   // (Node's own 417 went out unseen, and an upgrade pipelined behind it took the socket from under it and stalled).
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    if (pipelining.admit(req, res)) refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 }));
+    if (admit(req, res)) refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 }));
   });
   // HARDENING.md row 13: only a WebSocket handshake may become a tunnel, and only after the upstream's 101 (upgrade.ts).
   const upgrade = deps.upgrade && { ...deps, handler: deps.upgrade };
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     // An upgrade pipelined behind requests still being answered waits for their responses (Node leaves the socket
     // unread meanwhile): taking the socket earlier crashed the process (ERR_HTTP_SOCKET_ASSIGNED, found by npm run fuzz).
-    pipelining.afterAnswers(socket, () => {
+    afterAnswers(socket, () => {
       if (!socket.destroyed) acceptUpgrade(server, req, socket, head, upgrade && ((res) => serve(upgrade, inflight, req, res)));
     });
   });
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
-    pipelining.refuse(socket, 'HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+    refuseInTurn(socket, 'HTTP/1.1 405 Method Not Allowed\r\nx-mesh-error: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
     deps.log.debug('connect_refused', { direction: deps.direction, target: req.url });
   });
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
     const known = err.code === 'HPE_INVALID_VERSION' && !unsupportedVersion(err.rawPacket) ? undefined : CLIENT_ERRORS[err.code ?? ''];
     const [status, code] = known ?? ['400 Bad Request', 'bad-request'];
-    pipelining.refuse(socket, `HTTP/1.1 ${status}\r\nx-mesh-error: ${code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+    refuseInTurn(socket, `HTTP/1.1 ${status}\r\nx-mesh-error: ${code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
   });
   return server;
 }

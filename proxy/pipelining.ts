@@ -29,53 +29,51 @@ function onClose(this: ServerResponse & Tracked): void {
   then();
 }
 
-export class Pipelining {
-  /**
-   * A request parsed on its connection: true to serve it now; false when an earlier answer closes the connection.
-   * Then this request would never get its own answer, so nothing of it may be forwarded (the upstream would serve a
-   * request the client is never told about).
-   */
-  admit(req: IncomingMessage, res: ServerResponse): boolean {
-    // The request's socket: a pipelined response gets its socket only when the ones before it are done.
-    const socket = req.socket as Socket & Tracked;
-    let conn = socket[CONN];
-    if (!conn) socket[CONN] = conn = { open: [], pending: undefined };
-    let closing = false;
-    for (let i = 0; i < conn.open.length; i++) {
-      if (conn.open[i].shouldKeepAlive === false) {
-        closing = true;
-        break;
-      }
+/**
+ * A request parsed on its connection: true to serve it now; false when an earlier answer closes the connection.
+ * Then this request would never get its own answer, so nothing of it may be forwarded (the upstream would serve a
+ * request the client is never told about).
+ */
+export function admit(req: IncomingMessage, res: ServerResponse): boolean {
+  // The request's socket: a pipelined response gets its socket only when the ones before it are done.
+  const socket = req.socket as Socket & Tracked;
+  let conn = socket[CONN];
+  if (!conn) socket[CONN] = conn = { open: [], pending: undefined };
+  let closing = false;
+  for (let i = 0; i < conn.open.length; i++) {
+    if (conn.open[i].shouldKeepAlive === false) {
+      closing = true;
+      break;
     }
-    conn.open.push(res);
-    (res as ServerResponse & Tracked)[CONN] = conn;
-    res.on('close', onClose);
-    return !closing;
   }
+  conn.open.push(res);
+  (res as ServerResponse & Tracked)[CONN] = conn;
+  res.on('close', onClose);
+  return !closing;
+}
 
-  /**
-   * Writes `response` (a refusal made by the listener) and closes, once every complete request before it has its
-   * answer, never in its place: the client would take it for the answer to a request the upstream did receive. A
-   * request whose body the bad bytes broke is not waited for (its body can never end): the refusal is its answer, and
-   * the close aborts what the upstream was receiving.
-   */
-  refuse(socket: Socket, response: string): void {
-    this.when(socket, (r) => !r.req.complete, () => {
-      if (!socket.writable) return void socket.destroy();
-      socket.end(response, () => socket.destroy());
-    });
-  }
+/**
+ * Writes `response` (a refusal made by the listener) and closes, once every complete request before it has its
+ * answer, never in its place: the client would take it for the answer to a request the upstream did receive. A
+ * request whose body the bad bytes broke is not waited for (its body can never end): the refusal is its answer, and
+ * the close aborts what the upstream was receiving.
+ */
+export function refuseInTurn(socket: Socket, response: string): void {
+  when(socket, (r) => !r.req.complete, () => {
+    if (!socket.writable) return void socket.destroy();
+    socket.end(response, () => socket.destroy());
+  });
+}
 
-  /** Runs `fn` once every request on the connection has its answer (at once if none is pending): a pipelined upgrade. */
-  afterAnswers(socket: Socket, fn: () => void): void {
-    this.when(socket, () => false, fn);
-  }
+/** Runs `fn` once every request on the connection has its answer (at once if none is pending): a pipelined upgrade. */
+export function afterAnswers(socket: Socket, fn: () => void): void {
+  when(socket, () => false, fn);
+}
 
-  /** Runs `fn` once every response still open is one `skip` says not to wait for. */
-  private when(socket: Socket, skip: (r: ServerResponse) => boolean, fn: () => void): void {
-    const c = (socket as Socket & Tracked)[CONN];
-    const ready = (): boolean => c === undefined || c.open.every(skip);
-    if (ready()) return fn();
-    c!.pending = { ready, then: fn };
-  }
+/** Runs `fn` once every response still open is one `skip` says not to wait for. */
+function when(socket: Socket, skip: (r: ServerResponse) => boolean, fn: () => void): void {
+  const c = (socket as Socket & Tracked)[CONN];
+  const ready = (): boolean => c === undefined || c.open.every(skip);
+  if (ready()) return fn();
+  c!.pending = { ready, then: fn };
 }
