@@ -8,6 +8,7 @@ import { route, toYaml } from './harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from './harness/sidecar.js';
 import { waitFor } from './harness/wait.js';
 import { freePort } from '../cli/ports.js';
+import { parseGrpcTimeout } from '../proxy/grpc.js';
 
 let app: EchoServer;
 let server: Sidecar;
@@ -155,38 +156,47 @@ describe('gRPC through two sidecars', () => {
   });
 
   it('the second hop enforces grpc-timeout by itself: DEADLINE_EXCEEDED made by the server sidecar, app cancelled', async () => {
-    // Straight to the server sidecar's inbound port (mTLS, ALPN h2) with no client-side timer, so only the second hop
-    // can end the call: which of two hops with exactly propagated deadlines fires first is otherwise a race.
+    // Straight to a server sidecar's inbound port (mTLS, ALPN h2) with no client-side timer, in front of an h2c app that
+    // never answers and ignores its deadline. A grpc-js app would end the call itself: the sidecar forwards the time
+    // left, rounded down, so the app's own timer races the sidecar's and either may answer first.
+    const deaf = await startDeafGrpcApp();
+    const sidecar = await startSidecar({ service: 'deaf', app: deaf.address, resources: toYaml(grpcService({ name: 'deaf' })) });
     const cert = await issueClientCert('gateway');
-    const session = http2.connect(`https://${server.inbound}`, {
+    const session = http2.connect(`https://${sidecar.inbound}`, {
       key: cert.keyPem, cert: cert.certPem, ca: (await meshCa()).certPem, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined,
     });
     session.on('error', () => undefined);
-    const cancelledBefore = app.cancelled;
-    const started = Date.now();
-    const got = await new Promise<{ headers: http2.IncomingHttpHeaders; trailers?: http2.IncomingHttpHeaders }>((resolve, reject) => {
-      const s = session.request({
-        ':method': 'POST', ':path': '/trellis.test.Echo/Unary', ':authority': 'echo', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '300m',
+    try {
+      const started = Date.now();
+      const got = await new Promise<{ headers: http2.IncomingHttpHeaders; trailers?: http2.IncomingHttpHeaders }>((resolve, reject) => {
+        const s = session.request({
+          ':method': 'POST', ':path': '/trellis.test.Echo/Unary', ':authority': 'deaf', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '300m',
+        });
+        let headers: http2.IncomingHttpHeaders = {};
+        let trailers: http2.IncomingHttpHeaders | undefined;
+        s.on('response', (h) => { headers = h; });
+        s.on('trailers', (t) => { trailers = t; });
+        s.on('error', reject);
+        s.on('close', () => resolve({ headers, trailers }));
+        s.resume();
+        s.end(grpcFrame({ text: 'slow-direct', seq: 1 }));
       });
-      let headers: http2.IncomingHttpHeaders = {};
-      let trailers: http2.IncomingHttpHeaders | undefined;
-      s.on('response', (h) => { headers = h; });
-      s.on('trailers', (t) => { trailers = t; });
-      s.on('error', reject);
-      s.on('close', () => resolve({ headers, trailers }));
-      s.resume();
-      s.end(grpcFrame({ text: 'slow-direct', seq: 1, delayMs: 5_000 }));
-    });
-    session.close();
-    const status = got.trailers?.['grpc-status'] ?? got.headers['grpc-status'];
-    expect(status).toBe('4');
-    expect(got.headers['x-mesh-error'] ?? got.trailers?.['x-mesh-error']).toBe('upstream-timeout');
-    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
-    expect(app.lastDeadlineMs).toBeLessThan(300);
-    await waitFor(() => app.cancelled > cancelledBefore, { what: 'the app call to be cancelled' });
-    await waitFor(async () => sumWhere(await server.samples('mesh_requests_total'), { direction: 'inbound', grpc_status: '4' }) >= 1, {
-      what: 'inbound mesh_requests_total{grpc_status="4"} on the server sidecar',
-    });
+      const status = got.trailers?.['grpc-status'] ?? got.headers['grpc-status'];
+      expect(status).toBe('4');
+      expect(got.headers['x-mesh-error'] ?? got.trailers?.['x-mesh-error']).toBe('upstream-timeout');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+      // The app was told less than the 300 ms the caller gave: the sidecar took off the time already spent.
+      expect(deaf.lastTimeoutMs).toBeLessThan(300);
+      expect(deaf.lastTimeoutMs).toBeGreaterThan(0);
+      await waitFor(() => deaf.cancelled >= 1, { what: 'the app stream to be reset by the sidecar' });
+      await waitFor(async () => sumWhere(await sidecar.samples('mesh_requests_total'), { direction: 'inbound', grpc_status: '4' }) >= 1, {
+        what: 'inbound mesh_requests_total{grpc_status="4"} on the server sidecar',
+      });
+    } finally {
+      session.close();
+      await sidecar.stop();
+      await deaf.close();
+    }
   });
 
   it('metrics carry grpc_status', async () => {
@@ -196,3 +206,23 @@ describe('gRPC through two sidecars', () => {
     expect(http.every((s) => 'grpc_status' in s.labels)).toBe(true);
   });
 });
+
+/** An h2c "gRPC" app that reads each call's grpc-timeout and never answers: only the sidecar can end its calls. */
+async function startDeafGrpcApp(): Promise<{ address: string; lastTimeoutMs: number | undefined; cancelled: number; close(): Promise<void> }> {
+  const server = http2.createServer();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const state = {
+    address: '', lastTimeoutMs: undefined as number | undefined, cancelled: 0,
+    close: () => new Promise<void>((resolve) => { for (const s of sessions) s.destroy(); server.close(() => resolve()); }),
+  };
+  server.on('stream', (stream, headers) => {
+    state.lastTimeoutMs = parseGrpcTimeout(headers['grpc-timeout']);
+    stream.on('error', () => undefined);
+    stream.resume();
+    stream.on('close', () => { if (!stream.headersSent) state.cancelled++; });
+  });
+  server.on('session', (s) => { sessions.add(s); s.on('close', () => sessions.delete(s)); });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  state.address = `127.0.0.1:${(server.address() as { port: number }).port}`;
+  return state;
+}
