@@ -33,16 +33,24 @@ function pickKind(n: number): Kind {
   return 'small';
 }
 
-export async function runSoakLoad(o: { target: string; rps: number; durationMs: number }): Promise<LoadCounts> {
+/** What an undici error says about where it happened: its code and, for a socket error, the socket's ends and byte counts. */
+function describe(err: Error & { code?: string; socket?: { localPort?: number; remotePort?: number; bytesWritten?: number; bytesRead?: number } }): string {
+  const s = err.socket;
+  const where = s ? ` [local port ${s.localPort}, wrote ${s.bytesWritten} B, read ${s.bytesRead} B]` : '';
+  return `${err.message}${err.code ? ` (${err.code})` : ''}${where}`;
+}
+
+export async function runSoakLoad(o: { target: string; rps: number; durationMs: number; onFailure?: (requestId: string) => void }): Promise<LoadCounts> {
   const pool = new Pool(`http://${o.target}`, { connections: 64, headersTimeout: 30_000, bodyTimeout: 30_000 });
   const counts: LoadCounts = { sent: 0, ok: 0, failed: 0, aborted: 0, skipped: 0, byKind: {}, failures: [], byReason: {} };
   let inFlight = 0;
   let n = 0;
-  const fail = (kind: Kind, why: string, reason: string) => {
+  const fail = (kind: Kind, id: number, why: string, reason: string) => {
+    o.onFailure?.(`soak-${id}`);
     counts.failed++;
     counts.byReason[reason] = (counts.byReason[reason] ?? 0) + 1;
     counts.byKind[kind].failed++;
-    if (counts.failures.length < 20) counts.failures.push(`${new Date().toISOString()} ${kind}: ${why}`);
+    if (counts.failures.length < 20) counts.failures.push(`${new Date().toISOString()} ${kind} soak-${id}: ${why}`);
   };
   const one = async (kind: Kind, id: number) => {
     const k = (counts.byKind[kind] ??= { sent: 0, ok: 0, failed: 0 });
@@ -70,14 +78,14 @@ export async function runSoakLoad(o: { target: string; rps: number; durationMs: 
       }
       const body = await r.body.arrayBuffer();
       const meshError = String(r.headers['x-mesh-error'] ?? '');
-      if (r.statusCode !== 200) return fail(kind, `${r.statusCode} ${meshError} ${Buffer.from(body).toString('utf8', 0, 200)}`, `${r.statusCode} ${meshError}`.trim());
+      if (r.statusCode !== 200) return fail(kind, id, `${r.statusCode} ${meshError} ${Buffer.from(body).toString('utf8', 0, 200)}`, `${r.statusCode} ${meshError}`.trim());
       const want = kind === 'small' ? 1024 : kind === 'large' ? 256 * 1024 : kind === 'echo' ? ECHO_BODY.length : undefined;
-      if (want !== undefined && body.byteLength !== want) return fail(kind, `body ${body.byteLength} bytes, expected ${want}`, 'short body');
+      if (want !== undefined && body.byteLength !== want) return fail(kind, id, `body ${body.byteLength} bytes, expected ${want}`, 'short body');
       counts.ok++;
       k.ok++;
     } catch (err) {
       if (abortedOnPurpose) counts.aborted++;
-      else fail(kind, (err as Error).message, (err as Error).message);
+      else fail(kind, id, describe(err as Error), (err as Error).message);
     } finally {
       if (timer) clearTimeout(timer);
     }

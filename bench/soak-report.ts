@@ -8,6 +8,10 @@ export interface ProcessSamples {
   fds: number[];
   /** From the sidecar's own nodejs_eventloop_lag_p99_seconds (prom-client, reset at each scrape); NaN where not known. */
   eventLoopP99Ms: number[];
+  /** From the process's own /metrics (prom-client): V8 heap used and reserved, and memory held outside it (Buffers). */
+  heapUsedMb: number[];
+  heapTotalMb: number[];
+  externalMb: number[];
 }
 
 export interface SoakResult {
@@ -22,7 +26,9 @@ export interface SoakResult {
   acks: number;
   nacks: number;
   rotations: Record<string, number>;
-  processes: Record<string, ProcessSamples & { rssSlopeMbPer10Min: number }>;
+  processes: Record<string, ProcessSamples & { rssSlopeMbPer10Min: number; heapTotalSlopeMbPer10Min: number; externalSlopeMbPer10Min: number }>;
+  /** Access-log lines, from every sidecar, of the requests that failed (the first 200 failures). */
+  traces: string[];
   errors: string[];
   exited: string[];
 }
@@ -75,6 +81,11 @@ export function renderSoak(r: SoakResult): string {
     const rssAfter = after.map((i) => s.rssMb[i]);
     return `| ${name} | ${f(s.rssMb[0] ?? NaN)} → ${f(s.rssMb.at(-1) ?? NaN)} | ${f(Math.min(...finite(rssAfter)))} / ${f(Math.max(...finite(rssAfter)))} | **${f(s.rssSlopeMbPer10Min, 2)}** | ${Math.min(...s.fds)} / ${Math.max(...s.fds)} / ${s.fds.at(-1) ?? '–'} | ${f(pct(s.eventLoopP99Ms, 50))} / ${f(Math.max(...finite(s.eventLoopP99Ms)))} | ${r.rotations[name] ?? '–'} |`;
   });
+  const memRows = Object.entries(r.processes).map(([name, s]) => {
+    const after = s.t.map((t, i) => (t >= r.warmupS ? i : -1)).filter((i) => i >= 0);
+    const at = (xs: number[], i: number | undefined) => f(i === undefined ? NaN : xs[i]);
+    return `| ${name} | ${at(s.heapUsedMb, after[0])} → ${at(s.heapUsedMb, after.at(-1))} | ${at(s.heapTotalMb, after[0])} → ${at(s.heapTotalMb, after.at(-1))} | ${f(s.heapTotalSlopeMbPer10Min, 2)} | ${at(s.externalMb, after[0])} → ${at(s.externalMb, after.at(-1))} | ${f(s.externalSlopeMbPer10Min, 2)} |`;
+  });
   return [
     '# Trellis soak',
     '',
@@ -103,12 +114,19 @@ export function renderSoak(r: SoakResult): string {
     '| --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
+    'Where the memory is (after warm-up; each process\'s own /metrics): V8 heap used and reserved, and external memory (Buffers).',
+    '',
+    '| process | heap used, MB | heap reserved, MB | heap reserved slope, MB per 10 min | external, MB | external slope, MB per 10 min |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...memRows,
+    '',
     '| request kind | sent | ok | failed |',
     '| --- | --- | --- | --- |',
     ...Object.entries(l.byKind).map(([k, v]) => `| ${k} | ${v.sent} | ${v.ok} | ${v.failed} |`),
     '',
     ...(Object.keys(l.byReason).length ? ['| failure | count |', '| --- | --- |', ...Object.entries(l.byReason).sort((a, b) => b[1] - a[1]).map(([k, v]) => `| ${k} | ${v} |`), ''] : []),
     ...(l.failures.length ? ['First failures:', '', '```', ...l.failures, '```', ''] : []),
+    ...(r.traces.length ? ['Access-log lines of the failed requests:', '', '```', ...r.traces.slice(0, 60), '```', ''] : []),
     ...(r.errors.length ? ['Errors:', '', '```', ...r.errors.slice(0, 30), '```', ''] : []),
   ].join('\n');
 }

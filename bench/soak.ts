@@ -20,8 +20,9 @@ const doc = (kind: string, name: string, spec: Record<string, unknown>) => ({ ap
 /** The soak mesh. The route's timeout alternates at every push, so each push is a real change every sidecar must ACK. */
 function resources(push: number): string {
   return [
+    // The access log is on so that a failed request can be followed through every sidecar (soak.ts keeps the last 20 s).
     // 3 minutes: renewal at 70 % of the lifetime, so every sidecar rotates its certificate about every 2 minutes.
-    doc('MeshConfig', 'default', { mtls: 'strict', certificateTTL: '3m', tracing: { sampling: 0.01 }, accessLog: false }),
+    doc('MeshConfig', 'default', { mtls: 'strict', certificateTTL: '3m', tracing: { sampling: 0.01 }, accessLog: true }),
     doc('Service', 'soak-client', { protocol: 'http' }),
     doc('Service', 'soak', { protocol: 'http' }),
     doc('Route', 'soak', {
@@ -71,8 +72,21 @@ async function main(): Promise<number> {
   await mkdir(dir);
   const errors: string[] = [];
   const watched: { name: string; child: Child; admin?: string }[] = [];
+  const recent = new Map<string, { t: number; line: string }[]>();
+  const traces: string[] = [];
   const watch = (name: string, child: Child, admin?: string) => {
     watched.push({ name, child, admin });
+    // The access log (stdout): only the last 20 s are kept, enough to look up a failed request a few seconds later.
+    const ring: { t: number; line: string }[] = [];
+    recent.set(name, ring);
+    let out = '';
+    child.proc.stdout?.on('data', (d: Buffer) => {
+      const lines = (out + d.toString()).split('\n');
+      out = lines.pop() ?? '';
+      const now = Date.now();
+      for (const line of lines) ring.push({ t: now, line });
+      while (ring.length && ring[0].t < now - 20_000) ring.shift();
+    });
     // Every non-JSON line on stderr (a stack trace, a Node warning) and every error-level event is counted as an error.
     let partial = '';
     child.proc.stderr?.on('data', (d: Buffer) => {
@@ -87,7 +101,7 @@ async function main(): Promise<number> {
   try {
     const cp = await startListening('control-plane', process.execPath, [MAIN, 'control-plane', '--dir', dir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'], 'stderr');
     const cpAddr = String(cp.line.grpc);
-    watch('control-plane', cp.child);
+    watch('control-plane', cp.child, String(cp.line.http));
     const file = path.join(work, 'soak.yaml');
     await apply(file, resources(0), cpAddr, dir);
     const app = await startSoakApp();
@@ -118,11 +132,18 @@ async function main(): Promise<number> {
 
     const durationMs = minutes * 60_000;
     const started = Date.now();
-    const samples = new Map<string, ProcessSamples>(watched.map((w) => [w.name, { rssMb: [], fds: [], eventLoopP99Ms: [], t: [] }]));
+    const samples = new Map<string, ProcessSamples>(watched.map((w) => [w.name, { rssMb: [], fds: [], eventLoopP99Ms: [], heapUsedMb: [], heapTotalMb: [], externalMb: [], t: [] }]));
     const certExpiry = new Map<string, Set<number>>();
     let pushes = 0;
     let pushFailures = 0;
-    const load = runSoakLoad({ target: client.outbound, rps, durationMs });
+    // A failed request's access-log lines from every sidecar, looked up once the batched log has been written.
+    const onFailure = (id: string) => {
+      if (traces.length >= 200) return;
+      setTimeout(() => {
+        for (const [name, ring] of recent) for (const { line } of ring) if (line.includes(`"${id}"`)) traces.push(`${name}: ${line}`);
+      }, 3_000).unref();
+    };
+    const load = runSoakLoad({ target: client.outbound, rps, durationMs, onFailure });
     const sampler = setInterval(() => {
       void (async () => {
         const t = (Date.now() - started) / 1000;
@@ -130,16 +151,17 @@ async function main(): Promise<number> {
           const s = samples.get(w.name)!;
           const one = sample(w.child.pid);
           if (!one) continue;
-          let lag: number | undefined;
-          if (w.admin) {
-            const text = await metricsOf(w.admin).catch(() => '');
-            lag = metric(text, 'nodejs_eventloop_lag_p99_seconds');
-            const exp = metric(text, 'mesh_certificate_expiry_timestamp_seconds');
-            if (exp) (certExpiry.get(w.name) ?? certExpiry.set(w.name, new Set()).get(w.name)!).add(exp);
-          }
+          const text = w.admin ? await metricsOf(w.admin).catch(() => '') : '';
+          const mb = (name: string) => (metric(text, name) ?? NaN) / 2 ** 20;
+          const lag = metric(text, 'nodejs_eventloop_lag_p99_seconds');
+          const exp = metric(text, 'mesh_certificate_expiry_timestamp_seconds');
+          if (exp) (certExpiry.get(w.name) ?? certExpiry.set(w.name, new Set()).get(w.name)!).add(exp);
           s.t.push(t);
           s.rssMb.push(one.rssMb);
           s.fds.push(one.fds);
+          s.heapUsedMb.push(mb('nodejs_heap_size_used_bytes'));
+          s.heapTotalMb.push(mb('nodejs_heap_size_total_bytes'));
+          s.externalMb.push(mb('nodejs_external_memory_bytes'));
           s.eventLoopP99Ms.push(lag === undefined ? NaN : lag * 1000);
         }
       })();
@@ -168,7 +190,13 @@ async function main(): Promise<number> {
       acks: metric(clientMetrics, 'mesh_config_updates_total', 'result="ack"') ?? 0,
       nacks: metric(clientMetrics, 'mesh_config_updates_total', 'result="nack"') ?? 0,
       rotations: Object.fromEntries([...certExpiry].map(([k, v]) => [k, v.size - 1])),
-      processes: Object.fromEntries([...samples].map(([k, s]) => [k, { ...s, rssSlopeMbPer10Min: slopePer10Min(s.t, s.rssMb, warmupS) }])),
+      processes: Object.fromEntries([...samples].map(([k, s]) => [k, {
+        ...s,
+        rssSlopeMbPer10Min: slopePer10Min(s.t, s.rssMb, warmupS),
+        heapTotalSlopeMbPer10Min: slopePer10Min(s.t, s.heapTotalMb, warmupS),
+        externalSlopeMbPer10Min: slopePer10Min(s.t, s.externalMb, warmupS),
+      }])),
+      traces,
       errors,
       exited,
     };

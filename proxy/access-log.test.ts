@@ -33,6 +33,12 @@ describe('accessRecord', () => {
     }), 1, 0);
     expect(r).toMatchObject({ route: 'none', destination: 'billing', upstream: '', attempts: 0, trace_id: '', bytes_received: null });
   });
+
+  it('a client that left before any response header is recorded as 499, not the unsent default 200', () => {
+    expect(accessRecord(exchange({ clientGone: true, res: { statusCode: 200, headersSent: false } }), 1, 0)).toMatchObject({ status: 499, client_aborted: true });
+    // Gone mid-body: the status it was sent stands.
+    expect(accessRecord(exchange({ clientGone: true, res: { statusCode: 200, headersSent: true } }), 1, 0)).toMatchObject({ status: 200, client_aborted: true });
+  });
 });
 
 describe('AccessLog', () => {

@@ -1,6 +1,6 @@
 // The access log (MeshConfig accessLog: true): one JSON line per request on stdout, written in batches off the request path.
 import type { Clock } from '../api/clock.js';
-import type { Exchange } from './exchange.js';
+import { recordedStatus, type Exchange } from './exchange.js';
 
 /** One request as the access log reports it; field names are stable (users parse them). */
 export interface AccessRecord {
@@ -44,7 +44,7 @@ export function accessRecord(ex: Exchange, durationMs: number, wallNow: number):
     method: ex.method,
     authority: ex.authority,
     path: ex.path,
-    status: ex.res.statusCode,
+    status: recordedStatus(ex),
     mesh_error: ex.meshError,
     source: ex.sourceService,
     destination: ex.backend?.service ?? (ex.direction === 'inbound' ? ex.upstreamHost : ex.authority),

@@ -108,6 +108,14 @@ export function streamGone(res: DownstreamResponse): boolean {
   return res instanceof Http2ServerResponse && (!res.stream || res.stream.destroyed);
 }
 
+/**
+ * The status the metrics and the access log record: 499 (nginx's "client closed request") when the client went away
+ * before any response header was sent, since nothing was answered; otherwise the status the client was sent.
+ */
+export function recordedStatus(ex: Exchange): number {
+  return ex.clientGone && !ex.res.headersSent ? 499 : ex.res.statusCode;
+}
+
 export function isH2Response(res: DownstreamResponse): res is Http2ServerResponse {
   return res instanceof Http2ServerResponse;
 }

@@ -7,7 +7,7 @@ import { authzLayer, type AccessTable } from './authz.js';
 import { balanceTry } from './balance.js';
 import { bodyLayer } from './body.js';
 import type { Cluster } from './cluster.js';
-import type { Exchange } from './exchange.js';
+import { recordedStatus, type Exchange } from './exchange.js';
 import { faultLayer } from './fault.js';
 import { mirrorLayer } from './mirror.js';
 import { overloadLayer, type LoadShedder } from './overload.js';
@@ -53,7 +53,7 @@ export interface InboundDeps extends PipelineDeps {
 function observeLayer(clock: Clock, fallback: RouteStats, accessLog: AccessLog): Layer {
   return (next: Handler): Handler => async (ex: Exchange) => {
     await next(ex);
-    (ex.stats ?? fallback).record(ex.res.statusCode, (clock.now() - ex.start) / 1000, ex.grpcStatus);
+    (ex.stats ?? fallback).record(recordedStatus(ex), (clock.now() - ex.start) / 1000, ex.grpcStatus);
     accessLog.record(ex);
   };
 }
