@@ -61,10 +61,12 @@ function metric(text: string, name: string, match = ''): number | undefined {
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: process.argv.slice(2),
-    options: { minutes: { type: 'string', default: '30' }, rps: { type: 'string', default: '200' }, out: { type: 'string' } },
+    options: { minutes: { type: 'string', default: '30' }, rps: { type: 'string', default: '200' }, out: { type: 'string' }, 'node-args': { type: 'string', default: '' } },
     strict: true,
   });
   const minutes = Number(values.minutes);
+  // Node/V8 options for the control plane and the sidecars (e.g. to compare heap settings); none by default.
+  const nodeArgs = values['node-args'].split(/\s+/).filter(Boolean);
   const rps = Number(values.rps);
   if (!(minutes > 0) || !(rps > 0)) throw new Error('--minutes and --rps must be positive numbers');
   const work = await mkdtemp(path.join(os.tmpdir(), 'trellis-soak-'));
@@ -99,14 +101,14 @@ async function main(): Promise<number> {
     });
   };
   try {
-    const cp = await startListening('control-plane', process.execPath, [MAIN, 'control-plane', '--dir', dir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'], 'stderr');
+    const cp = await startListening('control-plane', process.execPath, [...nodeArgs, MAIN, 'control-plane', '--dir', dir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'], 'stderr');
     const cpAddr = String(cp.line.grpc);
     watch('control-plane', cp.child, String(cp.line.http));
     const file = path.join(work, 'soak.yaml');
     await apply(file, resources(0), cpAddr, dir);
     const app = await startSoakApp();
     const sidecar = async (name: string, service: string) => {
-      const s = await startListening(name, process.execPath, [MAIN, 'sidecar', '--service', service, '--instance', name, '--app', app.address,
+      const s = await startListening(name, process.execPath, [...nodeArgs, MAIN, 'sidecar', '--service', service, '--instance', name, '--app', app.address,
         '--control-plane', cpAddr, '--dir', dir, '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--drain-timeout', '5s'], 'stderr');
       watch(name, s.child, String(s.line.admin));
       return { child: s.child, outbound: String(s.line.outbound), admin: String(s.line.admin) };
@@ -185,7 +187,7 @@ async function main(): Promise<number> {
     for (const name of exited) errors.push(`${name} exited during the soak`);
     const warmupS = Math.min(300, (durationMs / 1000) / 3);
     const result: SoakResult = {
-      minutes, rps, startedAt: new Date(started).toISOString(), warmupS,
+      minutes, rps, nodeArgs, startedAt: new Date(started).toISOString(), warmupS,
       load: counts, appResets: app.resets(), pushes, pushFailures,
       acks: metric(clientMetrics, 'mesh_config_updates_total', 'result="ack"') ?? 0,
       nacks: metric(clientMetrics, 'mesh_config_updates_total', 'result="nack"') ?? 0,
