@@ -127,7 +127,7 @@ export function renderSoak(r: SoakResult): string {
     '',
     ...(Object.keys(l.byReason).length ? ['| failure | count |', '| --- | --- |', ...Object.entries(l.byReason).sort((a, b) => b[1] - a[1]).map(([k, v]) => `| ${k} | ${v} |`), ''] : []),
     ...(l.failures.length ? ['First failures:', '', '```', ...l.failures, '```', ''] : []),
-    ...(r.traces.length ? ['Access-log lines of the failed requests:', '', '```', ...r.traces.slice(0, 60), '```', ''] : []),
+    ...(r.traces.length ? ['Access-log lines of the failed requests, and connections a sidecar closed unanswered (TRELLIS_DEBUG_CLOSES=1):', '', '```', ...r.traces.slice(0, 60), '```', ''] : []),
     ...(r.errors.length ? ['Errors:', '', '```', ...r.errors.slice(0, 30), '```', ''] : []),
   ].join('\n');
 }

@@ -97,6 +97,8 @@ async function main(): Promise<number> {
       for (const l of lines) {
         if (!l.trim()) continue;
         if (!l.startsWith('{') || /"level":"error"/.test(l)) errors.push(`${name}: ${l.slice(0, 300)}`);
+        // With TRELLIS_DEBUG_CLOSES=1 in the environment: connections a sidecar closed unanswered, with who closed them.
+        else if (l.includes('"connection_closed_unanswered"') && traces.length < 200) traces.push(`${name}: ${l.slice(0, 2_000)}`);
       }
     });
   };

@@ -210,10 +210,14 @@ function guardResets(session: http2.ServerHttp2Session, clock: Clock, log: Logge
  * decide: the HTTP/2 preface goes to `h2`, anything else to `http1`. Bytes already read are handed back to whichever
  * parser takes the socket.
  */
-export function createOutboundFront(http1: http.Server, h2: http2.Http2Server): net.Server {
+export function createOutboundFront(http1: http.Server, h2: http2.Http2Server, log?: Logger): net.Server {
+  const debugCloses = log !== undefined && process.env.TRELLIS_DEBUG_CLOSES === '1';
   // noDelay as http.Server sets it on the sockets it accepts itself: this listener accepts them for it now.
   return net.createServer({ noDelay: true }, (socket) => {
-    socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy());
+    if (debugCloses) traceUnansweredClose(socket, log);
+    // Named, so that it can be removed: a leftover 'timeout' listener would destroy the socket on any later timeout.
+    const onSniffTimeout = (): void => void socket.destroy();
+    socket.setTimeout(SNIFF_TIMEOUT_MS, onSniffTimeout);
     socket.on('error', () => socket.destroy());
     let seen: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
@@ -222,7 +226,7 @@ export function createOutboundFront(http1: http.Server, h2: http2.Http2Server): 
       const prefaceSoFar = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
       if (prefaceSoFar && seen.length < PREFACE.length) return;
       socket.off('data', onData);
-      socket.setTimeout(0);
+      socket.setTimeout(0, onSniffTimeout);
       if (prefaceSoFar) {
         // node:http2 reads what was unshifted before it takes over the socket handle.
         socket.pause();
@@ -235,5 +239,29 @@ export function createOutboundFront(http1: http.Server, h2: http2.Http2Server): 
       }
     };
     socket.on('data', onData);
+  });
+}
+
+/**
+ * TRELLIS_DEBUG_CLOSES=1: logs every connection this side closed after reading bytes and before writing any (a client
+ * then sees "other side closed" with no answer), with the stack of the first close call. For hunting rare drops.
+ */
+function traceUnansweredClose(socket: net.Socket, log: Logger): void {
+  let closer: string | undefined;
+  let peer = '';
+  const remotePort = socket.remotePort;
+  for (const method of ['destroy', 'end', 'destroySoon'] as const) {
+    const original = socket[method] as (...args: unknown[]) => unknown;
+    (socket as unknown as Record<string, unknown>)[method] = function (this: net.Socket, ...args: unknown[]) {
+      closer ??= `${method}: ${new Error().stack?.split('\n').slice(2, 12).join(' | ')}`;
+      return original.apply(this, args);
+    };
+  }
+  socket.on('end', () => (peer ||= 'end'));
+  socket.on('error', (err: NodeJS.ErrnoException) => (peer ||= `error ${err.code ?? err.message}`));
+  socket.on('close', () => {
+    if (socket.bytesRead > 0 && socket.bytesWritten === 0 && !peer) {
+      log.warn('connection_closed_unanswered', { remote_port: remotePort, bytes_read: socket.bytesRead, closer: closer ?? 'none' });
+    }
   });
 }

@@ -175,7 +175,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const outboundHttp = createListener(outboundDeps, outIn);
   // h2c with prior knowledge (gRPC apps) shares the outbound port with HTTP/1.1.
   const outboundH2 = createH2Listener(outboundDeps, outIn);
-  const outbound = createOutboundFront(outboundHttp, outboundH2.server);
+  const outbound = createOutboundFront(outboundHttp, outboundH2.server, log);
   const inboundChain = {
     ...deps,
     service: me.service,
