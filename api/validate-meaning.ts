@@ -166,6 +166,43 @@ export function validateMeaning(resources: readonly Resource[], rejected: Readon
   return issues;
 }
 
+/**
+ * Problems that are legal but most likely mistakes, which `mesh validate` prints as warnings without failing: an
+ * AccessPolicy caller one or two edits away from a Service in the set (a typo denies the caller it meant). A name far
+ * from every Service is no warning: a client-only caller (a cron job, a CLI) needs no Service resource.
+ */
+export function validateWarnings(resources: readonly Resource[]): Issue[] {
+  const names = new Map<string, string[]>();
+  for (const r of resources) if (r.kind === 'Service') (names.get(r.metadata.namespace) ?? names.set(r.metadata.namespace, []).get(r.metadata.namespace)!).push(r.metadata.name);
+  const warnings: Issue[] = [];
+  for (const r of resources) {
+    if (r.kind !== 'AccessPolicy') continue;
+    const known = names.get(r.metadata.namespace) ?? [];
+    r.spec.rules.forEach((rule, i) => rule.from.forEach((name, j) => {
+      if (name === '*' || known.includes(name)) return;
+      const near = known.find((k) => editDistance(k, name) <= Math.min(2, Math.floor(name.length / 3)));
+      if (near === undefined) return;
+      const path = `spec.rules[${i}].from[${j}]`;
+      warnings.push({
+        file: r.source.file, line: lineOf(r.source, path), resource: labelOf(r), path,
+        message: `warning: no Service "${name}" in these files (did you mean "${near}"?); as written, it matches only a caller whose certificate names "${name}"`,
+      });
+    }));
+  }
+  return sortIssues(warnings);
+}
+
+/** Levenshtein distance (names are short: at most 63 characters). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
 /** Issues in reading order: by file, then line; issues on one line keep the order they were found in. */
 export function sortIssues(issues: readonly Issue[]): Issue[] {
   return [...issues].sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));

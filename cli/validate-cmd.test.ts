@@ -65,4 +65,24 @@ describe('validateCommand', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it('warns, without failing, about an AccessPolicy caller one edit away from a Service (a typo denies the caller it meant)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'validate-cmd-'));
+    const file = join(dir, 'authz.yaml');
+    await writeFile(file, [
+      'apiVersion: mesh/v1\nkind: Service\nmetadata: { name: users }\n---',
+      'apiVersion: mesh/v1\nkind: Service\nmetadata: { name: gateway }\n---',
+      // A caller with no Service and no near name (a client-only caller) is no warning.
+      'apiVersion: mesh/v1\nkind: AccessPolicy\nmetadata: { name: users }\nspec:\n  service: users\n  action: allow\n  rules:\n    - from: [gateway, gatewy, cron]\n    - from: ["*"]\n',
+    ].join('\n'));
+    try {
+      expect(await run([file])).toEqual({
+        code: 0,
+        stdout: [`ok: 3 resources in ${file}`],
+        stderr: [`${file}:16 AccessPolicy/users spec.rules[0].from[1]: warning: no Service "gatewy" in these files (did you mean "gateway"?); as written, it matches only a caller whose certificate names "gatewy"`],
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
