@@ -97,11 +97,13 @@ export type LoadBalancerPolicy = 'ewma' | 'least-request' | 'round-robin' | 'ran
 /** Whose bucket a request takes from: the calling service (`source`), or each distinct value of a request header. */
 export type RateLimitKey = 'source' | { readonly header: string };
 
-/** One token bucket per limited service, or per client when `key` is set. */
+/** One token bucket per limited service, or per client when `key` is set (then `total` can cap them all together). */
 export interface RateLimitSpec {
   readonly requestsPerSecond: number;
   readonly burst: number;
   readonly key?: RateLimitKey;
+  /** With `key` only: one more bucket that every request takes from too, whatever its key. */
+  readonly total?: { readonly requestsPerSecond: number; readonly burst: number };
 }
 
 export interface TrafficPolicySpec {

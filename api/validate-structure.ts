@@ -255,10 +255,13 @@ const trafficPolicySpec: Validator<TrafficPolicySpec> = map(
         maxEjectionPercent: integer(0, 100),
       }),
       retryBudget: object({ ratio: number(0, 1), minPerSecond: integer(0, 1_000_000) }),
-      rateLimit: object(
-        { requestsPerSecond: number(0, 1_000_000), burst: integer(1, 1_000_000), key: rateLimitKey },
+      rateLimit: map(object(
+        {
+          requestsPerSecond: number(0, 1_000_000), burst: integer(1, 1_000_000), key: rateLimitKey,
+          total: object({ requestsPerSecond: number(0, 1_000_000), burst: integer(1, 1_000_000) }, { required: ['requestsPerSecond', 'burst'] }),
+        },
         { required: ['requestsPerSecond', 'burst'] },
-      ),
+      ), (r, path, ctx) => (r.total && !r.key ? report(ctx, `${path}.total`, 'needs key: without key the limit is already one bucket for the whole service') : r)),
     },
     { required: ['service'] },
   ),

@@ -119,6 +119,20 @@ describe('KeyedTokenBuckets', () => {
     expect(l.size).toBe(2);
   });
 
+  it('with total, every request also takes from one service-wide bucket: rotating the key buys no fresh burst', () => {
+    const clock = new FakeClock();
+    const l = new KeyedTokenBuckets({ ...cfg, key: { header: 'x-shop-client' }, total: { requestsPerSecond: 20, burst: 8 } }, clock);
+    expect(drainEx(l, exchange({ 'x-shop-client': 'acme' }))).toBe(5);
+    // acme is over its own share: refused without spending the total's tokens, so globex still gets the 3 left.
+    expect(l.take(exchange({ 'x-shop-client': 'acme' }))).toBe(false);
+    expect(drainEx(l, exchange({ 'x-shop-client': 'globex' }))).toBe(3);
+    expect(l.take(exchange({ 'x-shop-client': 'initech' }))).toBe(false);
+    expect(l.take(exchange())).toBe(false);
+    clock.advance(100);
+    // 100 ms refills 2 service-wide tokens (20/s), and 1 per client (10/s).
+    expect(drainEx(l, exchange({ 'x-shop-client': 'initech' }))).toBe(2);
+  });
+
   it('shares one bucket among requests without the header or with an empty one', () => {
     const l = new KeyedTokenBuckets({ ...cfg, key: { header: 'x-shop-client' } }, new FakeClock());
     expect(drainEx(l, exchange())).toBe(5);
@@ -178,6 +192,9 @@ describe('compileRateLimiter', () => {
     ['a key removed', keyed, base, false],
     ['another header', keyed, { ...base, key: { header: 'x-tenant' } }, false],
     ['header to source', keyed, { ...base, key: 'source' }, false],
+    ['a total added', keyed, { ...keyed, total: { requestsPerSecond: 100, burst: 10 } }, false],
+    ['unchanged total', { ...keyed, total: { requestsPerSecond: 100, burst: 10 } }, { ...keyed, total: { requestsPerSecond: 100, burst: 10 } }, true],
+    ['another total burst', { ...keyed, total: { requestsPerSecond: 100, burst: 10 } }, { ...keyed, total: { requestsPerSecond: 100, burst: 11 } }, false],
   ])('keeps the previous limiter only when the limit is the same: %s', (_name, before, after, kept) => {
     const limiter = compileRateLimiter(before, clock);
     expect(compileRateLimiter(after, clock, { spec: before, limiter }) === limiter).toBe(kept);
@@ -220,5 +237,17 @@ spec: { service: billing, rateLimit: ${rateLimit} }
     const v3 = push('{ requestsPerSecond: 10, burst: 2, key: source }', 'v3', v2);
     expect(v3.rateLimiter).not.toBe(limiter);
     expect(v3.snapshot.services[0].policy.rateLimit?.key).toBe('source');
+  });
+
+  it('total arrives with the key; total without a key is refused at validation', () => {
+    const v1 = push('{ requestsPerSecond: 10, burst: 2, key: source, total: { requestsPerSecond: 100, burst: 3 } }', 'v1');
+    expect(v1.snapshot.services[0].policy.rateLimit?.total).toEqual({ requestsPerSecond: 100, burst: 3 });
+    const l = v1.rateLimiter!;
+    expect(drainEx(l, exchange({}, peer('gateway')))).toBe(2);
+    expect(drainEx(l, exchange({}, peer('users')))).toBe(1);
+    const bad = loadResources(yaml('{ requestsPerSecond: 10, burst: 2, total: { requestsPerSecond: 100, burst: 3 } }'), 'shop.yaml');
+    expect(bad.issues.map(formatIssue)).toEqual([
+      'shop.yaml:8 TrafficPolicy/billing spec.rateLimit.total: needs key: without key the limit is already one bucket for the whole service',
+    ]);
   });
 });

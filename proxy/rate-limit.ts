@@ -82,12 +82,13 @@ export function clientKey(key: RateLimitKey, ex: Pick<Exchange, 'req' | 'peer'>)
  * (Envoy's local rate limit descriptors have it too): a flood of new keys can reset a quiet client's bucket, and a
  * client that rotates header values gets a fresh burst each time. Per-client buckets share capacity fairly among
  * clients who send their own key honestly; they do not protect the backend. The service-wide limits do that: the
- * connection pool's maxConnections and maxPendingRequests in front of the app (a policy has one rateLimit, so a keyed
- * limit has no service-wide bucket beside it).
+ * connection pool's maxConnections and maxPendingRequests in front of the app, and `total`: one more bucket every
+ * request takes from after its own, as Envoy's local rate limit consumes its default bucket beside a descriptor's.
  */
 export class KeyedTokenBuckets implements RateLimiter {
   private readonly buckets = new Map<string, TokenBucket>();
   private readonly noKey: TokenBucket;
+  private readonly total: TokenBucket | undefined;
   /** The key touched last: a client sending in a row skips the delete and re-insert. */
   private newest: string | undefined;
 
@@ -97,6 +98,7 @@ export class KeyedTokenBuckets implements RateLimiter {
     private readonly maxKeys = MAX_KEYS,
   ) {
     this.noKey = new TokenBucket(cfg, clock);
+    this.total = cfg.total && new TokenBucket(cfg.total, clock);
   }
 
   /** Clients with a bucket now, not counting the shared "no key" one. */
@@ -105,7 +107,8 @@ export class KeyedTokenBuckets implements RateLimiter {
   }
 
   take(ex: Exchange): boolean {
-    return this.takeFor(clientKey(this.cfg.key, ex));
+    // The client's own bucket first: a client over its share is refused without spending the service-wide tokens.
+    return this.takeFor(clientKey(this.cfg.key, ex)) && (this.total === undefined || this.total.take());
   }
 
   /** take() once the key is known; undefined takes from the shared "no key" bucket. */
@@ -130,7 +133,8 @@ const sameKey = (a: RateLimitKey | undefined, b: RateLimitKey | undefined): bool
 
 /** Whether two specs describe the same limit, so the buckets built for one can serve the other. */
 export function sameRateLimit(a: RateLimitSpec, b: RateLimitSpec): boolean {
-  return a.requestsPerSecond === b.requestsPerSecond && a.burst === b.burst && sameKey(a.key, b.key);
+  return a.requestsPerSecond === b.requestsPerSecond && a.burst === b.burst && sameKey(a.key, b.key)
+    && a.total?.requestsPerSecond === b.total?.requestsPerSecond && a.total?.burst === b.total?.burst;
 }
 
 /**
