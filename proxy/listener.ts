@@ -11,7 +11,7 @@ import type { Direction, DownstreamRequest, DownstreamResponse, Exchange } from 
 import { isGrpcContentType, parseGrpcTimeout } from './grpc.js';
 import { newRequestId, requestHeadersForUpstream } from './headers.js';
 import { normalizePath } from './path.js';
-import { admit, afterAnswers, refuseInTurn } from './pipelining.js';
+import { admit, afterAnswers, MAX_PIPELINED, refuseInTurn } from './pipelining.js';
 import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
 import { acceptUpgrade } from './upgrade.js';
@@ -83,7 +83,13 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   // without this a client dribbling its headers held a connection open forever (HARDENING.md row 11).
   server.emit('listening');
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    if (admit(req, res)) serve(deps, inflight, req, res);
+    const admitted = admit(req, res);
+    if (admitted === true) serve(deps, inflight, req, res);
+    else if (admitted === 'too-many') {
+      // Set before the next pipelined request is admitted: it sees this answer closing the connection and is dropped.
+      res.shouldKeepAlive = false;
+      refuse(deps, req, res, new MeshError('overloaded', `more than ${MAX_PIPELINED} pipelined requests in progress on one connection`));
+    }
   };
   server.on('request', onRequest);
   // Answer `Expect: 100-continue` ourselves, after admission (body.ts), not as soon as headers arrive.
@@ -91,7 +97,10 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   // An expectation other than 100-continue (RFC 9110 §10.1.1): 417, made like every refusal and tracked like any request
   // (Node's own 417 went out unseen, and an upgrade pipelined behind it took the socket from under it and stalled).
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    if (admit(req, res)) refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 }));
+    const admitted = admit(req, res);
+    if (admitted === false) return;
+    if (admitted === 'too-many') res.shouldKeepAlive = false;
+    refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 }));
   });
   // HARDENING.md row 13: only a WebSocket handshake may become a tunnel, and only after the upstream's 101 (upgrade.ts).
   const upgrade = deps.upgrade && { ...deps, handler: deps.upgrade };

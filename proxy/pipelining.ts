@@ -14,6 +14,14 @@ interface Connection {
 }
 
 const CONN = Symbol('mesh.pipelining');
+
+/**
+ * Requests of one connection the sidecar works on at once, as HTTP/2's 100 concurrent streams would be: each holds an
+ * upstream request and up to a window of its answer, so a client that pipelined thousands and never read held hundreds
+ * of MB. The next request is answered 503 with Connection: close and nothing after it is forwarded; RFC 9112 §9.3.2
+ * has the client retry what the closed connection left unanswered. (Envoy and hyper take pipelined requests one at a time.)
+ */
+export const MAX_PIPELINED = 100;
 type Tracked = { [CONN]?: Connection };
 
 /** The 'close' listener of every admitted response: one function, no closure per request. */
@@ -32,9 +40,9 @@ function onClose(this: ServerResponse & Tracked): void {
 /**
  * A request parsed on its connection: true to serve it now; false when an earlier answer closes the connection.
  * Then this request would never get its own answer, so nothing of it may be forwarded (the upstream would serve a
- * request the client is never told about).
+ * request the client is never told about). 'too-many': over MAX_PIPELINED; refuse it and close (listener.ts).
  */
-export function admit(req: IncomingMessage, res: ServerResponse): boolean {
+export function admit(req: IncomingMessage, res: ServerResponse): boolean | 'too-many' {
   // The request's socket: a pipelined response gets its socket only when the ones before it are done.
   const socket = req.socket as Socket & Tracked;
   let conn = socket[CONN];
@@ -49,7 +57,8 @@ export function admit(req: IncomingMessage, res: ServerResponse): boolean {
   conn.open.push(res);
   (res as ServerResponse & Tracked)[CONN] = conn;
   res.on('close', onClose);
-  return !closing;
+  if (closing) return false;
+  return conn.open.length > MAX_PIPELINED ? 'too-many' : true;
 }
 
 /**
