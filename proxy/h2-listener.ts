@@ -243,7 +243,7 @@ export function createOutboundFront(http1: http.Server, h2: http2.Http2Server, l
 }
 
 /**
- * TRELLIS_DEBUG_CLOSES=1: logs every connection this side closed after reading bytes and before writing any (a client
+ * TRELLIS_DEBUG_CLOSES=1: logs every connection this side closed before writing a byte (a client that sent a request
  * then sees "other side closed" with no answer), with the stack of the first close call. For hunting rare drops.
  */
 function traceUnansweredClose(socket: net.Socket, log: Logger): void {
@@ -260,7 +260,7 @@ function traceUnansweredClose(socket: net.Socket, log: Logger): void {
   socket.on('end', () => (peer ||= 'end'));
   socket.on('error', (err: NodeJS.ErrnoException) => (peer ||= `error ${err.code ?? err.message}`));
   socket.on('close', () => {
-    if (socket.bytesRead > 0 && socket.bytesWritten === 0 && !peer) {
+    if (socket.bytesWritten === 0 && !peer) {
       log.warn('connection_closed_unanswered', { remote_port: remotePort, bytes_read: socket.bytesRead, closer: closer ?? 'none' });
     }
   });
