@@ -3,7 +3,7 @@ import net, { type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../api/clock.js';
 import { createLogger } from '../api/log.js';
-import { createH2Listener, rfcCodeOf } from './h2-listener.js';
+import { createH2Listener, createOutboundFront, rfcCodeOf } from './h2-listener.js';
 import type { Exchange } from './exchange.js';
 import { InFlight, type ListenerDeps } from './listener.js';
 import { withDeadline } from '../test/harness/wait.js';
@@ -120,5 +120,42 @@ describe('createH2Listener', () => {
     let goaway: number | undefined;
     for (let i = 0; i + 9 <= got.length; i += 9 + got.readUIntBE(i, 3)) if (got[i + 3] === 7) goaway = got.readUInt32BE(i + 13);
     expect(goaway).toBe(NGHTTP2_PROTOCOL_ERROR);
+  });
+});
+
+describe('createOutboundFront', () => {
+  /** The front with a plain HTTP/1 server behind it that answers every request with 200 "ok". */
+  async function front(idleMs: number): Promise<{ port: number; close(): Promise<void> }> {
+    const { default: http } = await import('node:http');
+    const http1 = http.createServer((_req, res) => res.end('ok'));
+    const f = createOutboundFront(http1, http2.createServer(), undefined, idleMs);
+    await new Promise<void>((resolve) => f.listen(0, '127.0.0.1', resolve));
+    return { port: (f.address() as AddressInfo).port, close: () => new Promise<void>((resolve) => { http1.closeAllConnections(); f.close(() => resolve()); }) };
+  }
+
+  it('keeps a connection that has sent nothing for the idle time, like an idle keep-alive one, then closes it', async () => {
+    const f = await front(600);
+    try {
+      // Silent for a third of the idle time, then a request: served (a client's pool opens connections it uses later).
+      const late = net.connect(f.port, '127.0.0.1');
+      let answer = '';
+      late.setEncoding('latin1').on('data', (d: string) => (answer += d));
+      await new Promise((resolve) => late.once('connect', resolve));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      late.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+      await withDeadline(new Promise<void>((resolve) => late.on('data', () => answer.endsWith('ok') && resolve())), 2_000, 'the late request answered');
+      expect(answer).toMatch(/^HTTP\/1\.1 200/);
+      late.destroy();
+
+      // Silent throughout: closed, and not before the idle time.
+      const silent = net.connect(f.port, '127.0.0.1');
+      silent.on('error', () => undefined);
+      await new Promise((resolve) => silent.once('connect', resolve));
+      const opened = Date.now();
+      await withDeadline(new Promise((resolve) => silent.once('close', resolve)), 5_000, 'the silent connection closed');
+      expect(Date.now() - opened).toBeGreaterThanOrEqual(550);
+    } finally {
+      await f.close();
+    }
   });
 });

@@ -9,8 +9,6 @@ import { LIMITS, serve, type InFlight, type ListenerDeps } from './listener.js';
 /** RFC 9113 §3.4: what a prior-knowledge HTTP/2 client sends first. No HTTP/1 method starts like it. */
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
-/** How long a new connection may take to say which protocol it speaks (slowloris). */
-const SNIFF_TIMEOUT_MS = 10_000;
 
 /**
  * How long a response may have bytes waiting that the client's flow control (a window it never opens) or an unread
@@ -210,14 +208,18 @@ function guardResets(session: http2.ServerHttp2Session, clock: Clock, log: Logge
  * decide: the HTTP/2 preface goes to `h2`, anything else to `http1`. Bytes already read are handed back to whichever
  * parser takes the socket.
  */
-export function createOutboundFront(http1: http.Server, h2: http2.Http2Server, log?: Logger): net.Server {
+export function createOutboundFront(http1: http.Server, h2: http2.Http2Server, log?: Logger, idleMs: number = LIMITS.keepAliveTimeoutMs): net.Server {
   const debugCloses = log !== undefined && process.env.TRELLIS_DEBUG_CLOSES === '1';
   // noDelay as http.Server sets it on the sockets it accepts itself: this listener accepts them for it now.
   return net.createServer({ noDelay: true }, (socket) => {
     if (debugCloses) traceUnansweredClose(socket, log);
-    // Named, so that it can be removed: a leftover 'timeout' listener would destroy the socket on any later timeout.
+    // A connection that has sent nothing yet is idle, like a keep-alive connection between requests, and gets the same
+    // time. It used to be 10 s: HTTP clients open connections they use later (undici's pool does in every burst), and
+    // the soak's requests sent on such a connection as that timer closed it failed with ECONNRESET. Once bytes come,
+    // the HTTP/1 header timeout or node:http2's own limits take over. Named, so that it can be removed: a leftover
+    // 'timeout' listener would destroy the socket on any later timeout.
     const onSniffTimeout = (): void => void socket.destroy();
-    socket.setTimeout(SNIFF_TIMEOUT_MS, onSniffTimeout);
+    socket.setTimeout(idleMs, onSniffTimeout);
     socket.on('error', () => socket.destroy());
     let seen: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {

@@ -117,10 +117,12 @@ export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?:
   });
 
   const server = net.createServer((socket) => {
-    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
+    // Named, so that it can be removed (as in h2-listener.ts): a leftover listener would destroy on any later timeout.
+    const onSilent = (): void => void socket.destroy();
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, onSilent);
     socket.once('data', (chunk: Buffer) => {
       // From here the TLS server's handshakeTimeout, or the HTTP server's header timeout, bounds the wait.
-      socket.setTimeout(0);
+      socket.setTimeout(0, onSilent);
       if (chunk[0] === 0x16 /* TLS handshake record */) {
         if (!creds) {
           refused('no-certificate-loaded');
