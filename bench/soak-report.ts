@@ -12,6 +12,21 @@ export interface ProcessSamples {
   heapUsedMb: number[];
   heapTotalMb: number[];
   externalMb: number[];
+  /** V8's young generation as committed (nodejs_heap_space_size_total_bytes{space="new"}): RSS moves by it in 16 MB steps. */
+  newSpaceMb: number[];
+  /** Full (mark-compact) collections so far (nodejs_gc_duration_seconds_count{kind="major"}). */
+  majorGcs: number[];
+}
+
+export interface ProcessSlopes {
+  rssSlopeMbPer10Min: number;
+  heapTotalSlopeMbPer10Min: number;
+  externalSlopeMbPer10Min: number;
+  /** RSS less the young generation's committed size, after the warm-up. */
+  oldRssSlopeMbPer10Min: number;
+  /** The same, from the first full GC after the warm-up began (the old generation has then been swept once); NaN if none. */
+  steadyFromS: number;
+  steadyOldRssSlopeMbPer10Min: number;
 }
 
 export interface SoakResult {
@@ -27,7 +42,7 @@ export interface SoakResult {
   acks: number;
   nacks: number;
   rotations: Record<string, number>;
-  processes: Record<string, ProcessSamples & { rssSlopeMbPer10Min: number; heapTotalSlopeMbPer10Min: number; externalSlopeMbPer10Min: number }>;
+  processes: Record<string, ProcessSamples & ProcessSlopes>;
   /** Access-log lines, from every sidecar, of the requests that failed (the first 200 failures). */
   traces: string[];
   errors: string[];
@@ -68,6 +83,23 @@ export function slopePer10Min(t: readonly number[], y: readonly number[], fromS:
   return den === 0 ? 0 : (num / den) * 600;
 }
 
+/** Every slope the report shows, for one process's samples and the run's warm-up. */
+export function slopesOf(s: ProcessSamples, warmupS: number): ProcessSlopes {
+  const oldRss = s.rssMb.map((v, i) => v - s.newSpaceMb[i]);
+  const atWarmup = s.t.findIndex((t) => t >= warmupS / 2);
+  const base = s.majorGcs[atWarmup] ?? NaN;
+  const firstFull = s.t.find((t, i) => i > atWarmup && s.majorGcs[i] > base);
+  const steadyFromS = firstFull === undefined ? NaN : Math.max(warmupS, firstFull);
+  return {
+    rssSlopeMbPer10Min: slopePer10Min(s.t, s.rssMb, warmupS),
+    heapTotalSlopeMbPer10Min: slopePer10Min(s.t, s.heapTotalMb, warmupS),
+    externalSlopeMbPer10Min: slopePer10Min(s.t, s.externalMb, warmupS),
+    oldRssSlopeMbPer10Min: slopePer10Min(s.t, oldRss, warmupS),
+    steadyFromS,
+    steadyOldRssSlopeMbPer10Min: Number.isNaN(steadyFromS) ? NaN : slopePer10Min(s.t, oldRss, steadyFromS),
+  };
+}
+
 const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '–');
 const finite = (xs: readonly number[]) => xs.filter(Number.isFinite);
 const pct = (xs: readonly number[], p: number) => {
@@ -85,7 +117,8 @@ export function renderSoak(r: SoakResult): string {
   const memRows = Object.entries(r.processes).map(([name, s]) => {
     const after = s.t.map((t, i) => (t >= r.warmupS ? i : -1)).filter((i) => i >= 0);
     const at = (xs: number[], i: number | undefined) => f(i === undefined ? NaN : xs[i]);
-    return `| ${name} | ${at(s.heapUsedMb, after[0])} → ${at(s.heapUsedMb, after.at(-1))} | ${at(s.heapTotalMb, after[0])} → ${at(s.heapTotalMb, after.at(-1))} | ${f(s.heapTotalSlopeMbPer10Min, 2)} | ${at(s.externalMb, after[0])} → ${at(s.externalMb, after.at(-1))} | ${f(s.externalSlopeMbPer10Min, 2)} |`;
+    const young = finite(after.map((i) => s.newSpaceMb[i]));
+    return `| ${name} | ${at(s.heapUsedMb, after[0])} → ${at(s.heapUsedMb, after.at(-1))} | ${at(s.heapTotalMb, after[0])} → ${at(s.heapTotalMb, after.at(-1))} | ${f(s.heapTotalSlopeMbPer10Min, 2)} | ${f(Math.min(...young))} / ${f(Math.max(...young))} | ${at(s.externalMb, after[0])} → ${at(s.externalMb, after.at(-1))} | ${f(s.externalSlopeMbPer10Min, 2)} | ${f(s.oldRssSlopeMbPer10Min, 2)} | ${Number.isNaN(s.steadyFromS) ? 'no full GC' : `${f(s.steadyOldRssSlopeMbPer10Min, 2)} (from ${f(s.steadyFromS, 0)} s)`} |`;
   });
   return [
     '# Trellis soak',
@@ -115,10 +148,13 @@ export function renderSoak(r: SoakResult): string {
     '| --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
-    'Where the memory is (after warm-up; each process\'s own /metrics): V8 heap used and reserved, and external memory (Buffers).',
+    'Where the memory is (after warm-up; each process\'s own /metrics): V8 heap used and reserved, its young generation, and external',
+    'memory (Buffers). V8 commits and releases the young generation in 16 MB steps as the allocation rate crosses its threshold,',
+    'and the old generation keeps garbage until its first full GC; the last two columns take RSS without the young generation,',
+    'after the warm-up, and from the first full GC after the warm-up began.',
     '',
-    '| process | heap used, MB | heap reserved, MB | heap reserved slope, MB per 10 min | external, MB | external slope, MB per 10 min |',
-    '| --- | --- | --- | --- | --- | --- |',
+    '| process | heap used, MB | heap reserved, MB | heap reserved slope, MB per 10 min | young generation min / max, MB | external, MB | external slope, MB per 10 min | RSS less young generation, slope | the same after a full GC |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...memRows,
     '',
     '| request kind | sent | ok | failed |',

@@ -9,7 +9,7 @@ import { applyCommand } from '../cli/resources-cmd.js';
 import { startListening, stopAll, type Child } from './processes.js';
 import { startSoakApp } from './soak-app.js';
 import { runSoakLoad, type LoadCounts } from './soak-load.js';
-import { renderSoak, sample, slopePer10Min, type ProcessSamples, type SoakResult } from './soak-report.js';
+import { renderSoak, sample, slopesOf, type ProcessSamples, type SoakResult } from './soak-report.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MAIN = path.resolve(HERE, '..', 'cli', 'main.js');
@@ -136,7 +136,7 @@ async function main(): Promise<number> {
 
     const durationMs = minutes * 60_000;
     const started = Date.now();
-    const samples = new Map<string, ProcessSamples>(watched.map((w) => [w.name, { rssMb: [], fds: [], eventLoopP99Ms: [], heapUsedMb: [], heapTotalMb: [], externalMb: [], t: [] }]));
+    const samples = new Map<string, ProcessSamples>(watched.map((w) => [w.name, { rssMb: [], fds: [], eventLoopP99Ms: [], heapUsedMb: [], heapTotalMb: [], externalMb: [], newSpaceMb: [], majorGcs: [], t: [] }]));
     const certExpiry = new Map<string, Set<number>>();
     let pushes = 0;
     let pushFailures = 0;
@@ -166,6 +166,8 @@ async function main(): Promise<number> {
           s.heapUsedMb.push(mb('nodejs_heap_size_used_bytes'));
           s.heapTotalMb.push(mb('nodejs_heap_size_total_bytes'));
           s.externalMb.push(mb('nodejs_external_memory_bytes'));
+          s.newSpaceMb.push((metric(text, 'nodejs_heap_space_size_total_bytes', 'space="new"') ?? NaN) / 2 ** 20);
+          s.majorGcs.push(metric(text, 'nodejs_gc_duration_seconds_count', 'kind="major"') ?? 0);
           s.eventLoopP99Ms.push(lag === undefined ? NaN : lag * 1000);
         }
       })();
@@ -194,12 +196,7 @@ async function main(): Promise<number> {
       acks: metric(clientMetrics, 'mesh_config_updates_total', 'result="ack"') ?? 0,
       nacks: metric(clientMetrics, 'mesh_config_updates_total', 'result="nack"') ?? 0,
       rotations: Object.fromEntries([...certExpiry].map(([k, v]) => [k, v.size - 1])),
-      processes: Object.fromEntries([...samples].map(([k, s]) => [k, {
-        ...s,
-        rssSlopeMbPer10Min: slopePer10Min(s.t, s.rssMb, warmupS),
-        heapTotalSlopeMbPer10Min: slopePer10Min(s.t, s.heapTotalMb, warmupS),
-        externalSlopeMbPer10Min: slopePer10Min(s.t, s.externalMb, warmupS),
-      }])),
+      processes: Object.fromEntries([...samples].map(([k, s]) => [k, { ...s, ...slopesOf(s, warmupS) }])),
       traces,
       errors,
       exited,
