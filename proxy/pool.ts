@@ -93,7 +93,13 @@ class Attempt implements Dispatcher.DispatchHandler {
   private cancelReason: MeshError | undefined;
   private settled = false;
   private declined = false;
-  private readonly onDrain = () => this.controller?.resume();
+  /**
+   * Resumes on the next microtask, never inside the 'drain' call: on a pipelined connection Node emits the current
+   * response's 'drain' from a later response's write() (its buffered bytes fall under the high-water mark), and that
+   * write can run inside another upstream connection's parser callback. undici's resume() asserts no parser is running:
+   * it threw there, this try stayed paused and the connection stalled until the route timeout (defect 25).
+   */
+  private readonly onDrain = () => queueMicrotask(() => this.controller?.resume());
 
   constructor(
     private readonly r: AttemptRequest,
