@@ -83,11 +83,14 @@ async function main(): Promise<void> {
   upstream.onRequest((r: SeenRequest) => {
     const host = String(r.headers.host ?? '');
     if (host === 'echo' && /^\/health-\d+$/.test(r.url)) return;
-    const m = /^echo:(\d+)$/i.exec(host);
+    // The tag is the first five digits: a mutated input may put digits right after its own `echo` ("echo6" became
+    // "echo:36296" when the tag was unpadded, and was taken for input 36296's).
+    const m = /^echo:(\d{5})/i.exec(host);
     const a = m ? byId.get(Number(m[1])) : undefined;
     if (!a) return save('unattributed-upstream-request', 'desync', `the upstream saw ${r.method} ${r.url} with Host ${JSON.stringify(host)}, from no input`, undefined);
     const v: Verdict = judgeUpstream(a, r);
-    if (v.kind) save(v.kind === 'desync' ? 'upstream' : 'upstream-other', v.kind, v.what, undefined, { index: a.index });
+    // No bytes saved: input `index` is rebuilt from the seed (`mutate(seeds, rngFor(seed, index))`).
+    if (v.kind) save(v.kind === 'desync' ? 'upstream' : 'upstream-other', v.kind, `${v.what}, Host ${JSON.stringify(host)}`, undefined, { index: a.index });
   });
 
   upstream.onParseError((code, packet) => {
@@ -148,14 +151,15 @@ async function main(): Promise<void> {
   async function runInput(index: number): Promise<void> {
     const m = mutate(seeds, rngFor(seed, index), MAX_INPUT);
     const id = (index % 65_000) + 1;
-    const bytes = Buffer.from(m.bytes.toString('latin1').replace(/echo/gi, `echo:${id}`), 'latin1');
+    const tag = String(id).padStart(5, '0');
+    const bytes = Buffer.from(m.bytes.toString('latin1').replace(/echo/gi, `echo:${tag}`), 'latin1');
     // The preface (or what could still become it) is HTTP/2's business, not this fuzzer's.
     if (bytes.length === 0 || PREFACE.startsWith(bytes.subarray(0, 24).toString('latin1'))) {
       stats.skipped++;
       return;
     }
     const canaryPath = `/canary-${index}`;
-    const canary = Buffer.from(`GET ${canaryPath} HTTP/1.1\r\nHost: echo:${id}\r\n\r\n`, 'latin1');
+    const canary = Buffer.from(`GET ${canaryPath} HTTP/1.1\r\nHost: echo:${tag}\r\n\r\n`, 'latin1');
     const ref = await reference.read(bytes, canary, canaryPath);
     byId.set(id, attribution(index, ref, canaryPath));
     const f: InFlight = { index, bytes, ops: m.ops };

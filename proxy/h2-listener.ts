@@ -9,7 +9,6 @@ import { LIMITS, serve, type InFlight, type ListenerDeps } from './listener.js';
 /** RFC 9113 §3.4: what a prior-knowledge HTTP/2 client sends first. No HTTP/1 method starts like it. */
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
-
 /**
  * How long a response may have bytes waiting that the client's flow control (a window it never opens) or an unread
  * socket keeps from being sent, before the stream is reset. Inbound routes have no timeout of their own, so without
