@@ -61,7 +61,7 @@ function metric(text: string, name: string, match = ''): number | undefined {
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: process.argv.slice(2),
-    options: { minutes: { type: 'string', default: '30' }, rps: { type: 'string', default: '200' }, out: { type: 'string' }, 'node-args': { type: 'string', default: '' } },
+    options: { minutes: { type: 'string', default: '30' }, rps: { type: 'string', default: '200' }, out: { type: 'string' }, 'node-args': { type: 'string', default: '' }, 'warmup-minutes': { type: 'string' } },
     strict: true,
   });
   const minutes = Number(values.minutes);
@@ -69,6 +69,9 @@ async function main(): Promise<number> {
   const nodeArgs = values['node-args'].split(/\s+/).filter(Boolean);
   const rps = Number(values.rps);
   if (!(minutes > 0) || !(rps > 0)) throw new Error('--minutes and --rps must be positive numbers');
+  // Slopes are fitted after the warm-up: 5 minutes by default (a third of shorter runs).
+  const warmupS = values['warmup-minutes'] === undefined ? Math.min(300, (minutes * 60) / 3) : Number(values['warmup-minutes']) * 60;
+  if (!(warmupS >= 0) || warmupS > minutes * 60 - 180) throw new Error('--warmup-minutes must leave at least 3 minutes of the run');
   const work = await mkdtemp(path.join(os.tmpdir(), 'trellis-soak-'));
   const dir = path.join(work, 'mesh');
   await mkdir(dir);
@@ -189,7 +192,6 @@ async function main(): Promise<number> {
     const clientMetrics = await metricsOf(client.admin).catch(() => '');
     const exited = watched.filter((w) => !w.child.running()).map((w) => w.name);
     for (const name of exited) errors.push(`${name} exited during the soak`);
-    const warmupS = Math.min(300, (durationMs / 1000) / 3);
     const result: SoakResult = {
       minutes, rps, nodeArgs, startedAt: new Date(started).toISOString(), warmupS,
       load: counts, appResets: app.resets(), pushes, pushFailures,
