@@ -52,7 +52,20 @@ function p99FromBuckets(text: string): number {
   return (sorted.find(([, n]) => n >= total * 0.99)?.[0] ?? NaN) * 1000;
 }
 
-interface ModeResult { mode: string; h2: H2loadResult; shed: number; lagP99MaxMs: number[]; sidecarP99Ms: number }
+interface ModeResult { mode: string; h2: H2loadResult; shed: number; lagP99MaxMs: number[]; sidecarP99Ms: number; other: string; probe: string }
+
+/** Counters that say where refusals other than shedding came from (a full circuit, failed TLS handshakes, ejections). */
+function otherCounters(client: string, server: string): string {
+  const picked: string[] = [];
+  for (const [who, text] of [['client', client], ['server', server]] as const) {
+    for (const line of text.split('\n')) {
+      if (!/^mesh_(tls_handshake_errors|endpoint_ejections|retries)_total\{/.test(line)) continue;
+      const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+      if (v > 0) picked.push(`${who} ${line.slice(5, line.lastIndexOf(' ')).replace(/_total/, '')} ${v}`);
+    }
+  }
+  return picked.join('; ') || 'none';
+}
 
 async function overloadRun(mode: 'on' | 'off', running: Running, h2loadBin: string, o: { rps: number; clients: number; seconds: number }): Promise<ModeResult> {
   const admins = running.admins ?? [];
@@ -60,6 +73,15 @@ async function overloadRun(mode: 'on' | 'off', running: Running, h2loadBin: stri
   const sampler = setInterval(() => {
     admins.forEach((a, i) => void scrape(a).then((t) => { lagMax[i] = Math.max(lagMax[i], value(t, 'nodejs_eventloop_lag_p99_seconds') * 1000); }, () => undefined));
   }, 1_000);
+  // A probe request every 100 ms: h2load counts 5xx but cannot say which x-mesh-error each carried.
+  const kinds = new Map<string, number>();
+  const prober = setInterval(() => {
+    void request(running.url, { headers: { host: 'app' }, headersTimeout: 30_000 }).then(async (r) => {
+      await r.body.dump();
+      const k = `${r.statusCode}${r.headers['x-mesh-error'] ? ` ${String(r.headers['x-mesh-error'])}` : ''}`;
+      kinds.set(k, (kinds.get(k) ?? 0) + 1);
+    }, (err: Error & { code?: string }) => kinds.set(err.code ?? 'error', (kinds.get(err.code ?? 'error') ?? 0) + 1));
+  }, 100);
   const perClient = Math.max(1, Math.round(o.rps / o.clients));
   const child = spawnChild('h2load', h2loadBin, ['--h1', '-t', '1', '-c', String(o.clients), '--rps', String(perClient), '-D', String(o.seconds),
     '-H', ':authority: app', '-T', '30', running.url]);
@@ -69,12 +91,14 @@ async function overloadRun(mode: 'on' | 'off', running: Running, h2loadBin: stri
   await child.exited;
   clearTimeout(timer);
   clearInterval(sampler);
+  clearInterval(prober);
   const clientMetrics = admins[0] ? await scrape(admins[0]) : '';
   const serverMetrics = admins[1] ? await scrape(admins[1]) : '';
   return {
     mode, h2: parseH2load(out),
     shed: value(clientMetrics, 'mesh_overload_shed_total{direction="outbound"}') + value(serverMetrics, 'mesh_overload_shed_total{direction="inbound"}'),
-    lagP99MaxMs: lagMax, sidecarP99Ms: p99FromBuckets(clientMetrics),
+    lagP99MaxMs: lagMax, sidecarP99Ms: p99FromBuckets(clientMetrics), other: otherCounters(clientMetrics, serverMetrics),
+    probe: [...kinds].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}: ${n}`).join(', '),
   };
 }
 
@@ -120,6 +144,8 @@ async function main(): Promise<number> {
       `| no answer: errored or timed out (h2load, 30 s timeout) | ${results[0].h2.failed} | ${results[1].h2.failed} |`,
       `| time per request, mean / max (all answers, h2load) | ${f(results[0].h2.meanMs)} / ${f(results[0].h2.maxMs)} ms | ${f(results[1].h2.meanMs)} / ${f(results[1].h2.maxMs)} ms |`,
       `| p99 of outbound requests as the client sidecar timed them (bucket bound) | ${f(results[0].sidecarP99Ms)} ms | ${f(results[1].sidecarP99Ms)} ms |`,
+      `| answers to a probe request every 100 ms (status x-mesh-error: count) | ${results[0].probe} | ${results[1].probe} |`,
+      `| other refusals and retries (the sidecars' counters) | ${results[0].other} | ${results[1].other} |`,
       `| event-loop lag p99, worst 1-s sample, client / server sidecar | ${results[0].lagP99MaxMs.map((x) => f(x)).join(' / ')} ms | ${results[1].lagP99MaxMs.map((x) => f(x)).join(' / ')} ms |`,
       '',
     ].join('\n');

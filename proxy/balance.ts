@@ -20,8 +20,7 @@ export function balanceTry(clock: Clock): TryHandler {
       const what = t.subset ? `subset "${t.subset}" of service "${cluster.name}"` : `service "${cluster.name}"`;
       return { kind: 'failed', error: new MeshError('no-healthy-upstream', `no healthy endpoint for ${what}`) };
     }
-    const admission = cluster.admit(ep);
-    if (admission === 'refused') {
+    if (cluster.admit(ep) === 'refused') {
       return { kind: 'failed', error: new MeshError('circuit-open', `too many pending requests to service "${cluster.name}"`) };
     }
     t.exclude.add(ep);
@@ -50,7 +49,6 @@ export function balanceTry(clock: Clock): TryHandler {
         }, t.onStart);
     } finally {
       ep.inflight--;
-      if (admission === 'queued') cluster.queued--;
     }
     const rtt = clock.now() - t0;
     let ok: boolean;

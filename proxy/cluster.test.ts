@@ -80,9 +80,29 @@ describe('Cluster', () => {
     expect(c.admit(ep)).toBe('now');
     ep.inflight = 1;
     expect(c.admit(ep)).toBe('queued');
+    ep.inflight = 2;
+    expect(c.queued).toBe(1);
     expect(c.admit(ep)).toBe('refused');
-    c.queued--;
+    ep.inflight = 1;
     expect(c.admit(ep)).toBe('queued');
+  });
+
+  it('a queued request that got its connection no longer counts as pending', () => {
+    // 2 connections, 2 pending: 4 requests in flight fill both; when the first 2 finish, the 2 that waited have the
+    // connections and nothing waits, so the next 2 queue again (a per-request counter kept refusing them).
+    const { c } = make(config([1001], { connectionPool: { maxConnections: 2, maxPendingRequests: 2, idleTimeoutMs: 1000 } }));
+    const ep = c.pick('', undefined, undefined);
+    if (!ep) throw new Error('no endpoint');
+    ep.inflight = 4;
+    expect(c.queued).toBe(2);
+    expect(c.admit(ep)).toBe('refused');
+    ep.inflight = 2;
+    expect(c.queued).toBe(0);
+    expect(c.admit(ep)).toBe('queued');
+    ep.inflight = 3;
+    expect(c.admit(ep)).toBe('queued');
+    ep.inflight = 4;
+    expect(c.admit(ep)).toBe('refused');
   });
 
   describe('liveness probes after a connection-level failure', () => {
