@@ -4,7 +4,7 @@ import { connectRefused, header, request } from './harness/client.js';
 import { sumWhere } from './harness/prom.js';
 import { meshConfig, service, toYaml } from './harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from './harness/sidecar.js';
-import { closeAllUpstreams, delay, startUpstream, type Upstream } from './harness/upstream.js';
+import { closeAllUpstreams, startUpstream, type Upstream } from './harness/upstream.js';
 import { waitFor } from './harness/wait.js';
 
 afterAll(async () => {
@@ -101,7 +101,16 @@ describe('graceful shutdown', () => {
   afterEach(stopAllSidecars);
 
   it('on SIGTERM closes the listener, finishes a slow in-flight request with 200 and exits 0', async () => {
-    const slow = await startUpstream({ name: 'slow', behaviour: delay(500) });
+    // The answer waits for the test, not a timer: under CI load the listener took longer than a 500 ms delay to close.
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => { release = resolve; });
+    const slow = await startUpstream({
+      name: 'slow',
+      behaviour: (_req, res) => void gate.then(() => {
+        res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': 'slow' });
+        res.end('slow');
+      }),
+    });
     const sidecar = await startSidecar({
       service: 'web',
       resources: toYaml([...service({ name: 'web' }), ...service({ name: 'slow', endpoints: [{ address: slow.address }] })]),
@@ -113,7 +122,8 @@ describe('graceful shutdown', () => {
     const stopping = sidecar.stop('SIGTERM', 10_000);
     // HARDENING.md: listeners close first, then in-flight requests finish.
     await waitFor(() => connectRefused(sidecar.outbound), { timeoutMs: 2_000, intervalMs: 10, what: 'the outbound listener to close' });
-    expect(settled, 'the outbound listener kept accepting until the in-flight request had finished').toBe(false);
+    expect(settled, 'the in-flight request ended before its answer was released').toBe(false);
+    release();
     const code = await stopping;
     const r = await pending;
     if (r instanceof Error) throw new Error(`the in-flight request failed during drain: ${r.message}\n${sidecar.stderr()}`);
