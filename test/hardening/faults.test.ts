@@ -22,9 +22,11 @@ import { waitFor } from '../harness/wait.js';
 const NO_SHED = ['--shed-lag', '0'];
 /**
  * HARDENING.md asks for ejection within 1 s. Measured here through /clusters polling on a shared machine, the bound is
- * 3 s; the 1 s itself is asserted on fake time in proxy/cluster.test.ts ("ejects it within 1 s … on the fake clock").
+ * 5 s; the 1 s itself is asserted on fake time in proxy/cluster.test.ts ("ejects it within 1 s … on the fake clock").
+ * (3 s until 2026-11-30, when a fresh-clone CI run here took 3.65 s in the fault-proxy case, with this file's background
+ * control-plane outage and the other test files sharing the two cores; it is usually under 1.5 s.)
  */
-const EJECTION_BOUND_MS = 3_000;
+const EJECTION_BOUND_MS = 5_000;
 
 const proxies: FaultProxy[] = [];
 
