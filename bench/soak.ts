@@ -9,7 +9,7 @@ import { applyCommand } from '../cli/resources-cmd.js';
 import { startListening, stopAll, type Child } from './processes.js';
 import { startSoakApp } from './soak-app.js';
 import { runSoakLoad, type LoadCounts } from './soak-load.js';
-import { renderSoak, sample, slopesOf, type ProcessSamples, type SoakResult } from './soak-report.js';
+import { defaultWarmupS, renderSoak, sample, slopesOf, type ProcessSamples, type SoakResult } from './soak-report.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MAIN = path.resolve(HERE, '..', 'cli', 'main.js');
@@ -69,8 +69,7 @@ async function main(): Promise<number> {
   const nodeArgs = values['node-args'].split(/\s+/).filter(Boolean);
   const rps = Number(values.rps);
   if (!(minutes > 0) || !(rps > 0)) throw new Error('--minutes and --rps must be positive numbers');
-  // Slopes are fitted after the warm-up: 5 minutes by default (a third of shorter runs).
-  const warmupS = values['warmup-minutes'] === undefined ? Math.min(300, (minutes * 60) / 3) : Number(values['warmup-minutes']) * 60;
+  const warmupS = values['warmup-minutes'] === undefined ? defaultWarmupS(minutes) : Number(values['warmup-minutes']) * 60;
   if (!(warmupS >= 0) || warmupS > minutes * 60 - 180) throw new Error('--warmup-minutes must leave at least 3 minutes of the run');
   const work = await mkdtemp(path.join(os.tmpdir(), 'trellis-soak-'));
   const dir = path.join(work, 'mesh');

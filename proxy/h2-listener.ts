@@ -4,6 +4,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import type { Clock } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
+import { closeIfSilent } from './first-byte.js';
 import { LIMITS, serve, type InFlight, type ListenerDeps } from './listener.js';
 
 /** RFC 9113 §3.4: what a prior-knowledge HTTP/2 client sends first. No HTTP/1 method starts like it. */
@@ -215,10 +216,8 @@ export function createOutboundFront(http1: http.Server, h2: http2.Http2Server, l
     // A connection that has sent nothing yet is idle, like a keep-alive connection between requests, and gets the same
     // time. It used to be 10 s: HTTP clients open connections they use later (undici's pool does in every burst), and
     // the soak's requests sent on such a connection as that timer closed it failed with ECONNRESET. Once bytes come,
-    // the HTTP/1 header timeout or node:http2's own limits take over. Named, so that it can be removed: a leftover
-    // 'timeout' listener would destroy the socket on any later timeout.
-    const onSniffTimeout = (): void => void socket.destroy();
-    socket.setTimeout(idleMs, onSniffTimeout);
+    // the HTTP/1 header timeout or node:http2's own limits take over.
+    const heard = closeIfSilent(socket, idleMs);
     socket.on('error', () => socket.destroy());
     let seen: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
@@ -227,7 +226,7 @@ export function createOutboundFront(http1: http.Server, h2: http2.Http2Server, l
       const prefaceSoFar = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
       if (prefaceSoFar && seen.length < PREFACE.length) return;
       socket.off('data', onData);
-      socket.setTimeout(0, onSniffTimeout);
+      heard();
       if (prefaceSoFar) {
         // node:http2 reads what was unshifted before it takes over the socket handle.
         socket.pause();

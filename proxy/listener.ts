@@ -86,8 +86,6 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
     const admitted = admit(req, res);
     if (admitted === true) serve(deps, inflight, req, res);
     else if (admitted === 'too-many') {
-      // Set before the next pipelined request is admitted: it sees this answer closing the connection and is dropped.
-      res.shouldKeepAlive = false;
       refuse(deps, req, res, new MeshError('overloaded', `more than ${MAX_PIPELINED} pipelined requests in progress on one connection`));
     }
   };
@@ -97,9 +95,7 @@ export function createListener(deps: ListenerDeps, inflight: InFlight): http.Ser
   // An expectation other than 100-continue (RFC 9110 §10.1.1): 417, made like every refusal and tracked like any request
   // (Node's own 417 went out unseen, and an upgrade pipelined behind it took the socket from under it and stalled).
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    const admitted = admit(req, res);
-    if (admitted === false) return;
-    if (admitted === 'too-many') res.shouldKeepAlive = false;
+    if (admit(req, res) === false) return;
     refuse(deps, req, res, new MeshError('bad-request', `unsupported expectation "${String(req.headers.expect).slice(0, 64)}"`, { status: 417 }));
   });
   // HARDENING.md row 13: only a WebSocket handshake may become a tunnel, and only after the upstream's 101 (upgrade.ts).

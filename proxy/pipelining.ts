@@ -40,7 +40,8 @@ function onClose(this: ServerResponse & Tracked): void {
 /**
  * A request parsed on its connection: true to serve it now; false when an earlier answer closes the connection.
  * Then this request would never get its own answer, so nothing of it may be forwarded (the upstream would serve a
- * request the client is never told about). 'too-many': over MAX_PIPELINED; refuse it and close (listener.ts).
+ * request the client is never told about). 'too-many': over MAX_PIPELINED; the answer is marked to close the
+ * connection, and the listener refuses the request.
  */
 export function admit(req: IncomingMessage, res: ServerResponse): boolean | 'too-many' {
   // The request's socket: a pipelined response gets its socket only when the ones before it are done.
@@ -58,7 +59,10 @@ export function admit(req: IncomingMessage, res: ServerResponse): boolean | 'too
   (res as ServerResponse & Tracked)[CONN] = conn;
   res.on('close', onClose);
   if (closing) return false;
-  return conn.open.length > MAX_PIPELINED ? 'too-many' : true;
+  if (conn.open.length <= MAX_PIPELINED) return true;
+  // Closing from this answer on, set before the next pipelined request is admitted: that one sees it and is dropped.
+  res.shouldKeepAlive = false;
+  return 'too-many';
 }
 
 /**

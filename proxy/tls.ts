@@ -7,6 +7,7 @@ import { buildConnector } from 'undici';
 import type { Logger } from '../api/log.js';
 import { checkLeaf, parseSpiffeUri, uriSans } from '../certs/spiffe.js';
 import type { Credentials } from './credentials.js';
+import { closeIfSilent } from './first-byte.js';
 import type { Peer } from './exchange.js';
 import type { Telemetry } from './telemetry.js';
 
@@ -117,12 +118,10 @@ export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?:
   });
 
   const server = net.createServer((socket) => {
-    // Named, so that it can be removed (as in h2-listener.ts): a leftover listener would destroy on any later timeout.
-    const onSilent = (): void => void socket.destroy();
-    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, onSilent);
+    const heard = closeIfSilent(socket, HANDSHAKE_TIMEOUT_MS);
     socket.once('data', (chunk: Buffer) => {
       // From here the TLS server's handshakeTimeout, or the HTTP server's header timeout, bounds the wait.
-      socket.setTimeout(0, onSilent);
+      heard();
       if (chunk[0] === 0x16 /* TLS handshake record */) {
         if (!creds) {
           refused('no-certificate-loaded');
