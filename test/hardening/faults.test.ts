@@ -179,11 +179,15 @@ describe('1 of 3 endpoints killed during a steady load of idempotent requests', 
   it.each(cases)('$lb, $kill: 0 failed requests with the default retries and TrafficPolicy; the dead endpoint ejected', async ({ lb, kill }) => {
     const ups = await Promise.all(['s1', 's2', 's3'].map((name) => startUpstream({ name })));
     const viaProxy = kill !== 'process killed';
-    const proxy = viaProxy ? await faultProxy(ups[2]) : undefined;
-    const victim = proxy?.endpoint ?? ups[2].address;
+    // Every endpoint behind its own fault proxy, not only the victim: with one extra hop for it alone, EWMA saw it as
+    // the slowest under CI load and sent it nothing before the kill (a fresh-clone CI run, 2026-11-30).
+    const proxies = viaProxy ? await Promise.all(ups.map((u) => faultProxy(u))) : undefined;
+    const proxy = proxies?.[2];
+    const addresses = proxies ? proxies.map((p) => p.endpoint) : ups.map((u) => u.address);
+    const victim = addresses[2];
     // No Route and no outlierDetection: the default retry rule and the default detector (5 consecutive failures).
     const policy = lb === 'least-request' ? { loadBalancer: { policy: 'least-request' } } : undefined;
-    const sc = await web(service({ name: 'steady', endpoints: [{ address: ups[0].address }, { address: ups[1].address }, { address: victim }], policy }));
+    const sc = await web(service({ name: 'steady', endpoints: addresses.map((address) => ({ address })), policy }));
     const pool = createPool(sc.outbound, 64);
     let killedAt = 0;
     let ejected: Promise<number> | undefined;
