@@ -18,8 +18,9 @@ export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--nam
   --tracing off     no tracing stage at all: trace headers pass through unchanged, no spans (for measuring its cost)
   --tcp             a loopback port per "protocol: tcp" service the app calls; each connection goes to one endpoint over mTLS
   --tunnel-idle-timeout  WebSocket and TCP tunnels with no bytes either way for this long are closed
-  --shed-lag        when the event loop falls this far behind, a growing share of new requests is refused at once with
-                    503 and x-mesh-error: overloaded, so admitted ones stay fast (0 = never shed)
+  --shed-lag        when the event loop falls this far behind and the requests in flight would wait over 10 times
+                    that (for as long), a growing share of new ones is refused at once with 503 and
+                    x-mesh-error: overloaded, so admitted ones stay within their timeouts (0 = never shed)
   --max-request-body  the largest HTTP request body forwarded (gRPC streams exempt): a larger declared length is
                     answered 413 payload-too-large, and a body without one is cut before the chunk that crosses it`;
 

@@ -50,6 +50,8 @@ export interface ListenerDeps {
 /** Counts exchanges in flight so a drain can wait for them. */
 export class InFlight {
   count = 0;
+  /** Exchanges that have left, ever (the load shedder's completion rate). */
+  finished = 0;
   draining = false;
   private waiters: (() => void)[] = [];
 
@@ -58,6 +60,7 @@ export class InFlight {
   }
 
   leave(): void {
+    this.finished++;
     if (--this.count === 0) for (const w of this.waiters.splice(0)) w();
   }
 

@@ -80,6 +80,74 @@ describe('LoadShedder', () => {
     expect(shedder.shed()).toBe(true);
   });
 
+  it('sheds nothing while the queue would drain within 10 × the target, however late the loop (closed-loop callers)', () => {
+    const clock = new HandClock();
+    let finished = 0;
+    // 2,000 callers that each wait for their answer, answered at 6,000/s: a 0.33 s queue, the loop 500 ms late.
+    const shedder = new LoadShedder({ lagTargetMs: 100, clock, random: () => 0, inFlight: () => 2_000, finished: () => finished });
+    for (let i = 0; i < 80; i++) {
+      finished += 6_000 * 0.525;
+      clock.tick(500);
+    }
+    expect(shedder.lagMs).toBe(500);
+    expect(shedder.completionRate).toBeGreaterThan(5_900);
+    expect(shedder.queueMs).toBeLessThan(400);
+    expect(shedder.share).toBe(0);
+    expect(shedder.shed()).toBe(false);
+  });
+
+  it('sheds once the queue outgrows it, and lets go when the queue drains even while the loop stays late', () => {
+    const clock = new HandClock();
+    let finished = 0;
+    let inFlight = 12_000;
+    const shedder = new LoadShedder({ lagTargetMs: 100, clock, random: () => 0, inFlight: () => inFlight, finished: () => finished });
+    for (let i = 0; i < 20; i++) {
+      finished += 6_000 * 0.525;
+      clock.tick(500);
+    }
+    expect(shedder.queueMs).toBeGreaterThan(1_000);
+    expect(shedder.share).toBe(0.95);
+    expect(shedder.shed()).toBe(true);
+    expect(shedder.refused).toBe(1);
+    inFlight = 3_000;
+    for (let i = 0; i < 60; i++) {
+      finished += 6_000 * 0.525;
+      clock.tick(500);
+    }
+    expect(shedder.queueMs).toBeLessThan(1_000);
+    expect(shedder.share).toBe(0);
+  });
+
+  it('sheds nothing while a queue estimate is long for less than its target (a thousand callers connecting at once)', () => {
+    const clock = new HandClock();
+    let finished = 0;
+    let inFlight = 0;
+    const shedder = new LoadShedder({ lagTargetMs: 100, clock, random: () => 0, inFlight: () => inFlight, finished: () => finished });
+    // Idle, then 2,000 callers at once: nothing finishes for the first 100 ms, then 6,000/s, the loop 75 ms late.
+    clock.tick(0);
+    inFlight = 2_000;
+    for (let t = 0; t < 2_000; t += 100) {
+      if (t >= 100) finished += 600;
+      clock.tick(75);
+    }
+    expect(shedder.queueMs).toBeLessThan(1_000);
+    expect(shedder.share).toBe(0);
+  });
+
+  it('does not take its own refusals for completions', () => {
+    const clock = new HandClock();
+    let finished = 0;
+    const shedder = new LoadShedder({ lagTargetMs: 100, clock, random: () => 0, inFlight: () => 5_000, finished: () => finished });
+    for (let i = 0; i < 4; i++) clock.tick(500);
+    expect(shedder.share).toBeGreaterThan(0);
+    // 10,000 refusals leave the listener within the next sample, and nothing admitted finishes.
+    for (let i = 0; i < 10_000; i++) shedder.shed();
+    finished += 10_000;
+    clock.tick(500);
+    expect(shedder.completionRate).toBe(0);
+    expect(shedder.queueMs).toBe(Infinity);
+  });
+
   it('is off with a target of 0 (no timer at all)', () => {
     const clock = new HandClock();
     const shedder = new LoadShedder({ lagTargetMs: 0, clock, random: () => 0 });

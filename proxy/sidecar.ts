@@ -155,7 +155,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const shedLagMs = o.shedLagMs ?? 100;
   // The real clock always: the lag of a fake clock would mean nothing.
   const shedder = shedLagMs > 0
-    ? new LoadShedder({ lagTargetMs: shedLagMs, clock: systemClock, random, inFlight: () => outIn.count + inIn.count })
+    ? new LoadShedder({ lagTargetMs: shedLagMs, clock: systemClock, random, inFlight: () => outIn.count + inIn.count, finished: () => outIn.finished + inIn.finished })
     : undefined;
   const limits = { ...LIMITS, maxRequestBodyBytes: o.maxRequestBodyBytes ?? LIMITS.maxRequestBodyBytes };
   const deps = {
