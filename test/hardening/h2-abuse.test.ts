@@ -380,8 +380,11 @@ function probesFor(target: () => Target, o: { stallFirst?: boolean } = {}): void
       expect(r.forwarded?.headers['x-evil'], r.outcome).toBeUndefined();
     }, 30_000);
 
-    // Not fixed: see `dropped` above. Fixing it needs a second HPACK decoder (with Huffman) in front of nghttp2, or a
-    // node:http2 option to reset on invalid fields; nothing of the field reaches the upstream meanwhile (test above).
+    // Not fixed: see `dropped` above. Node's own C++ (src/node_http2.cc, Http2Session::OnInvalidHeader) registers
+    // nghttp2's on_invalid_header callback and returns 0 from it, on purpose ("we are intentionally being more lenient"),
+    // and no node:http2 option changes that; without the callback nghttp2 would reset the stream. Fixing it here needs a
+    // second HPACK decoder (with Huffman and the dynamic table) in front of nghttp2 on every HTTP/2 request. Nothing of
+    // the field reaches the upstream meanwhile (test above).
     it.fails.each(cases.filter((c) => c.dropped))('$name → reset the stream (HARDENING.md; nghttp2 drops the field unseen)', async (tc) => {
       const r = await sendField(tc.name, tc.field);
       expect(r.refused, r.outcome).toBe(true);
