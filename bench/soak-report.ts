@@ -128,7 +128,7 @@ export function renderSoak(r: SoakResult): string {
   return [
     '# Trellis soak',
     '',
-    `\`npm run soak -- --minutes ${r.minutes} --rps ${r.rps}${r.warmupS !== defaultWarmupS(r.minutes) ? ` --warmup-minutes ${r.warmupS / 60}` : ''}${r.nodeArgs.length ? ` --node-args "${r.nodeArgs.join(' ')}"` : ''}\`, started ${r.startedAt}. One control plane (embedded store), a client sidecar and`,
+    `\`npm run soak -- --minutes ${r.minutes} --rps ${r.rps}${r.warmupS !== defaultWarmupS(r.minutes) ? ` --warmup-minutes ${r.warmupS / 60}` : ''}${r.nodeArgs.length ? ` --node-args="${r.nodeArgs.join(' ')}"` : ''}\`, started ${r.startedAt}. One control plane (embedded store), a client sidecar and`,
     'two server sidecars (mTLS between them) in front of one app, all on this machine, sharing its cores with the load.',
     '',
     `- Load: an open loop of ${r.rps} requests/s: 1 KiB GETs, 256 KiB streamed GETs, 8 KiB POST echoes, GETs whose first try the app`,
