@@ -68,7 +68,7 @@ export class LoadShedder {
   lagMs = 0;
   /** Admitted requests finished per second, smoothed; how long the queue would take to drain is inFlight / this. */
   completionRate = 0;
-  /** The estimated queue wait of the last sample, ms (Infinity while nothing finishes and the floor is reached). */
+  /** The estimated queue wait of the last sample, ms (Infinity while requests are in flight and none finishes). */
   queueMs = 0;
   /** Requests refused by this shedder so far. */
   refused = 0;
@@ -79,9 +79,12 @@ export class LoadShedder {
   /** Since when the queue estimate has been over its target (undefined: it is not). */
   private longSince: number | undefined;
   private readonly intervalMs: number;
+  /** The queue estimate above which the lag counts, ms. */
+  private readonly queueTargetMs: number;
 
   constructor(private readonly o: ShedderOptions) {
     this.intervalMs = o.intervalMs ?? 25;
+    this.queueTargetMs = o.lagTargetMs * QUEUE_TARGET_PER_LAG;
     if (o.lagTargetMs > 0) {
       this.lastAt = o.clock.now();
       this.lastServed = this.served();
@@ -114,10 +117,9 @@ export class LoadShedder {
       // A short queue counts as no lag: the share then falls however late the loop is. So does a long one until it has
       // lasted as long as the target: when a thousand callers connect at once, the queue estimate jumps before the
       // completion rate has caught up (it starts from idle), and without the wait a start-up took 95 % for seconds.
-      const queueTarget = this.o.lagTargetMs * QUEUE_TARGET_PER_LAG;
-      if (this.queueMs <= queueTarget) this.longSince = undefined;
+      if (this.queueMs <= this.queueTargetMs) this.longSince = undefined;
       else this.longSince ??= now;
-      const long = !this.o.finished || (this.longSince !== undefined && now - this.longSince >= queueTarget);
+      const long = !this.o.finished || (this.longSince !== undefined && now - this.longSince >= this.queueTargetMs);
       const lag = long ? this.lagMs : 0;
       this.share = nextShedShare(this.share, lag, this.o.lagTargetMs);
       this.schedule();
