@@ -6,6 +6,7 @@ import { request } from 'undici';
 import { initCa } from '../certs/ca.js';
 import { repoRoot } from './fuzz-corpus.js';
 import { startListening, type Child } from './processes.js';
+import { LONG_RUNNING_NODE_FLAGS } from '../cli/node-flags.js';
 
 export interface FuzzTarget {
   readonly child: Child;
@@ -36,7 +37,7 @@ export async function startTarget(tmp: string, upstream: string, main = join(rep
   const file = join(tmp, 'resources.yaml');
   await writeFile(file, resources(upstream));
   const { child, line } = await startListening('sidecar', process.execPath, [
-    main, 'sidecar', '--service', 'web', '--app', upstream, '--resources', file, '--dir', tmp,
+    ...LONG_RUNNING_NODE_FLAGS, main, 'sidecar', '--service', 'web', '--app', upstream, '--resources', file, '--dir', tmp,
     '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--drain-timeout', '1s', '--tracing', 'off',
   ], 'stderr');
   const admin = line.admin as string;

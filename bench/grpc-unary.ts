@@ -10,6 +10,7 @@ import { stringify } from 'yaml';
 import { initCa } from '../certs/ca.js';
 import { cpuSeconds } from './proc.js';
 import { findExecutable, startListening, stopAll } from './processes.js';
+import { LONG_RUNNING_NODE_FLAGS } from '../cli/node-flags.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI_MAIN = path.join(ROOT, 'dist/cli/main.js');
@@ -47,7 +48,7 @@ async function sidecar(dir: string, service: string, app: string, docs: object[]
   const file = path.join(dir, `${service}.yaml`);
   await writeFile(file, docs.map((d) => stringify(d)).join('---\n'));
   const { line, child } = await startListening(`${service} sidecar`, process.execPath, [
-    CLI_MAIN, 'sidecar', '--service', service, '--app', app, '--resources', file, '--dir', dir,
+    ...LONG_RUNNING_NODE_FLAGS, CLI_MAIN, 'sidecar', '--service', service, '--app', app, '--resources', file, '--dir', dir,
     '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0',
   ], 'stderr');
   const admin = String(line.admin);

@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { call, createMeshClient } from '../api/cp-client.js';
 import type { ApplyResponse } from '../api/protocol.js';
 import type { SimCommand, SimEvent } from './push-sim.js';
+import { LONG_RUNNING_NODE_FLAGS } from '../cli/node-flags.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/ when compiled (dist/bench/push-scale.js), the package root's dist/ otherwise. */
@@ -210,7 +211,7 @@ async function startControlPlane(dir: string, profileDir: string | undefined): P
   const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   const logFile = path.join(dir, 'control-plane.log');
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...nodeArgs, MAIN, 'control-plane', '--dir', dir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'], {
+  const child = spawn(process.execPath, [...LONG_RUNNING_NODE_FLAGS, ...nodeArgs, MAIN, 'control-plane', '--dir', dir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'], {
     stdio: ['ignore', 'ignore', fd],
   });
   closeSync(fd);

@@ -7,6 +7,7 @@ import { startNginxPair } from './nginx.js';
 import { startListening, type Child } from './processes.js';
 import type { BenchPki } from './pki.js';
 import type { ScenarioName } from './types.js';
+import { LONG_RUNNING_NODE_FLAGS } from '../cli/node-flags.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const CLI_MAIN = join(here, '..', 'cli', 'main.js');
@@ -69,7 +70,7 @@ async function sidecar(
   const file = join(ctx.tmp, `${service}.yaml`);
   await writeFile(file, resources.join('\n---\n'));
   const started = await startListening(`${service} sidecar`, process.execPath, [
-    CLI_MAIN, 'sidecar', '--service', service, '--app', app, '--resources', file, '--dir', ctx.pki.dir,
+    ...LONG_RUNNING_NODE_FLAGS, CLI_MAIN, 'sidecar', '--service', service, '--app', app, '--resources', file, '--dir', ctx.pki.dir,
     '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--drain-timeout', '2s', ...extraArgs,
   ], 'stderr');
   await waitReady(`http://${started.line.admin as string}/ready`);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { initCa } from '../certs/ca.js';
+import { LONG_RUNNING_NODE_FLAGS } from '../cli/node-flags.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
@@ -54,7 +55,7 @@ function wrk(url: string, host: string): Promise<WrkResult> {
 const DOC = (kind: string, name: string, spec: string) => `apiVersion: mesh/v1\nkind: ${kind}\nmetadata: { name: ${name} }\nspec: ${spec}`;
 
 function sidecar(service: string, app: string, resources: string, dir: string) {
-  return start([...sidecarNodeArgs, join(here, '..', 'cli', 'main.js'), 'sidecar', '--service', service, '--app', app, '--resources', resources, '--dir', dir,
+  return start([...LONG_RUNNING_NODE_FLAGS, ...sidecarNodeArgs, join(here, '..', 'cli', 'main.js'), 'sidecar', '--service', service, '--app', app, '--resources', resources, '--dir', dir,
     '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'stderr');
 }
 

@@ -33,6 +33,8 @@ export interface SoakResult {
   minutes: number;
   rps: number;
   nodeArgs: string[];
+  /** The flags every mesh process started with before nodeArgs (cli/node-flags.ts); absent in reports from before it. */
+  nodeFlags?: string[];
   startedAt: string;
   warmupS: number;
   load: LoadCounts;
@@ -130,6 +132,7 @@ export function renderSoak(r: SoakResult): string {
     '',
     `\`npm run soak -- --minutes ${r.minutes} --rps ${r.rps}${r.warmupS !== defaultWarmupS(r.minutes) ? ` --warmup-minutes ${r.warmupS / 60}` : ''}${r.nodeArgs.length ? ` --node-args="${r.nodeArgs.join(' ')}"` : ''}\`, started ${r.startedAt}. One control plane (embedded store), a client sidecar and`,
     'two server sidecars (mTLS between them) in front of one app, all on this machine, sharing its cores with the load.',
+    r.nodeFlags ? `Each ran under node as \`mesh\` starts it: \`node ${r.nodeFlags.join(' ')}\` (cli/node-flags.ts), with a forced full GC after 2 minutes without one (cli/periodic-gc.ts).` : 'Each ran under plain `node` (a report from before cli/node-flags.ts).',
     '',
     `- Load: an open loop of ${r.rps} requests/s: 1 KiB GETs, 256 KiB streamed GETs, 8 KiB POST echoes, GETs whose first try the app`,
     '  kills with a TCP reset (the mesh must retry them), GETs the client aborts after 50 ms, and streamed GETs the client abandons after',
@@ -154,8 +157,9 @@ export function renderSoak(r: SoakResult): string {
     ...rows,
     '',
     'Where the memory is (after warm-up; each process\'s own /metrics): V8 heap used and reserved, its young generation, and external',
-    'memory (Buffers). V8 commits and releases the young generation in 16 MB steps as the allocation rate crosses its threshold,',
-    'and the old generation keeps garbage until its first full GC; the last two columns take RSS without the young generation,',
+    'memory (Buffers). V8 releases one semi-space of the young generation after a full GC while the allocation rate is under 1 MB/s',
+    'and commits it again at the next scavenge, so RSS moves by that much; the old generation keeps garbage until a full GC.',
+    'The last two columns take RSS without the young generation,',
     'after the warm-up, and from the first full GC after the warm-up began.',
     '',
     '| process | heap used, MB | heap reserved, MB | heap reserved slope, MB per 10 min | young generation min / max, MB | external, MB | external slope, MB per 10 min | RSS less young generation, slope | the same after a full GC |',

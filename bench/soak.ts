@@ -10,6 +10,7 @@ import { startListening, stopAll, type Child } from './processes.js';
 import { startSoakApp } from './soak-app.js';
 import { runSoakLoad, type LoadCounts } from './soak-load.js';
 import { defaultWarmupS, renderSoak, sample, slopesOf, type ProcessSamples, type SoakResult } from './soak-report.js';
+import { LONG_RUNNING_NODE_FLAGS } from '../cli/node-flags.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MAIN = path.resolve(HERE, '..', 'cli', 'main.js');
@@ -105,14 +106,14 @@ async function main(): Promise<number> {
     });
   };
   try {
-    const cp = await startListening('control-plane', process.execPath, [...nodeArgs, MAIN, 'control-plane', '--dir', dir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'], 'stderr');
+    const cp = await startListening('control-plane', process.execPath, [...LONG_RUNNING_NODE_FLAGS, ...nodeArgs, MAIN, 'control-plane', '--dir', dir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'], 'stderr');
     const cpAddr = String(cp.line.grpc);
     watch('control-plane', cp.child, String(cp.line.http));
     const file = path.join(work, 'soak.yaml');
     await apply(file, resources(0), cpAddr, dir);
     const app = await startSoakApp();
     const sidecar = async (name: string, service: string) => {
-      const s = await startListening(name, process.execPath, [...nodeArgs, MAIN, 'sidecar', '--service', service, '--instance', name, '--app', app.address,
+      const s = await startListening(name, process.execPath, [...LONG_RUNNING_NODE_FLAGS, ...nodeArgs, MAIN, 'sidecar', '--service', service, '--instance', name, '--app', app.address,
         '--control-plane', cpAddr, '--dir', dir, '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--drain-timeout', '5s'], 'stderr');
       watch(name, s.child, String(s.line.admin));
       return { child: s.child, outbound: String(s.line.outbound), admin: String(s.line.admin) };
@@ -192,7 +193,7 @@ async function main(): Promise<number> {
     const exited = watched.filter((w) => !w.child.running()).map((w) => w.name);
     for (const name of exited) errors.push(`${name} exited during the soak`);
     const result: SoakResult = {
-      minutes, rps, nodeArgs, startedAt: new Date(started).toISOString(), warmupS,
+      minutes, rps, nodeArgs, nodeFlags: [...LONG_RUNNING_NODE_FLAGS], startedAt: new Date(started).toISOString(), warmupS,
       load: counts, appResets: app.resets(), pushes, pushFailures,
       acks: metric(clientMetrics, 'mesh_config_updates_total', 'result="ack"') ?? 0,
       nacks: metric(clientMetrics, 'mesh_config_updates_total', 'result="nack"') ?? 0,

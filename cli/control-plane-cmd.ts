@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { createLogger, isLogLevel } from '../api/log.js';
 import { startControlPlane } from '../control-plane/control-plane.js';
 import { parseDurationFlag, parseHostPort, UsageError } from './args.js';
+import { startPeriodicGc } from './periodic-gc.js';
 
 export const CONTROL_PLANE_USAGE = `mesh control-plane [--etcd HOST:PORT[,…]] [--listen 127.0.0.1:15010] [--http 127.0.0.1:15014] [--dir .mesh]
              [--trust-domain mesh.local] [--name ID] [--advertise HOST:PORT] [--registry-grace 45s] [--prometheus-sd FILE] [--log-level info]
@@ -47,9 +48,11 @@ export async function controlPlaneCommand(argv: string[]): Promise<number> {
     process.stderr.write(`mesh control-plane: ${reason}\n`);
     return 1;
   }
+  const gc = startPeriodicGc();
   return new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       log.info('signal', { signal });
+      gc.stop();
       cp.stop().then(() => resolve(0), () => resolve(1));
     };
     process.once('SIGTERM', () => stop('SIGTERM'));

@@ -7,6 +7,7 @@ import { createLogger, isLogLevel } from '../api/log.js';
 import { ConfigError, startSidecar } from '../proxy/sidecar.js';
 import type { TcpListenerSpec } from '../proxy/tcp-outbound.js';
 import { isLoopback, parseDurationFlag, parseHostPort, parseLabels, parseSizeFlag, UsageError } from './args.js';
+import { startPeriodicGc } from './periodic-gc.js';
 
 export const SIDECAR_USAGE = `mesh sidecar --service NAME --app HOST:PORT [--namespace default] [--instance ID] [--labels k=v,…]
              [--inbound 0.0.0.0:15006] [--outbound 127.0.0.1:15001] [--admin 127.0.0.1:15000]
@@ -117,12 +118,14 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
     return 1;
   }
 
+  const gc = startPeriodicGc();
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
       log.info('signal', { signal });
+      gc.stop();
       sidecar.shutdown().then(() => resolve(0), (err: unknown) => {
         log.error('shutdown_failed', { error: err });
         resolve(1);

@@ -14,6 +14,7 @@ import { banner } from './up-banner.js';
 import { cmdlineOf, killLeftovers, leftovers, readState, removeState, writeState, type UpInstance, type UpState } from './up-state.js';
 import { prometheusSpec } from './up-prometheus.js';
 import { which } from './which.js';
+import { LONG_RUNNING_NODE_FLAGS } from './node-flags.js';
 
 export const UP_USAGE = `mesh up [--etcd HOST:PORT[,…]] [--dir .mesh] [--port 8080] [--listen 127.0.0.1:15010] [--http 127.0.0.1:15014]
         [--prometheus] [--prometheus-port 9090]
@@ -143,7 +144,7 @@ export async function upCommand(argv: string[], out: CommandOutput): Promise<num
   let code = 0;
   try {
     const started = (async () => {
-      const cp = await sup.start(childSpec('control-plane', node, [MAIN, 'control-plane', '--dir', dir, '--listen', `${listen.host}:${listen.port}`,
+      const cp = await sup.start(childSpec('control-plane', node, [...LONG_RUNNING_NODE_FLAGS, MAIN, 'control-plane', '--dir', dir, '--listen', `${listen.host}:${listen.port}`,
         '--http', `${http.host}:${http.port}`, '--name', 'shop-control-plane', ...(etcd.length ? ['--etcd', etcd.join(',')] : [])], log, STAGE.infra, true),
       (e) => e.event === 'listening' && typeof e.grpc === 'string');
       state = { ...state, controlPlane: String(cp.grpc), controlPlaneHttp: String(cp.http) };
@@ -165,7 +166,7 @@ export async function upCommand(argv: string[], out: CommandOutput): Promise<num
         const appAddr = `127.0.0.1:${p.app === 'gateway' && port !== 0 ? port : ports[2 * i]}`;
         const outbound = `127.0.0.1:${ports[2 * i + 1]}`;
         const [sidecar] = await Promise.all([
-          sup.start(childSpec(`${p.instance}-sidecar`, node, [MAIN, 'sidecar', '--service', p.service, '--instance', p.instance, '--labels', `version=${p.version}`,
+          sup.start(childSpec(`${p.instance}-sidecar`, node, [...LONG_RUNNING_NODE_FLAGS, MAIN, 'sidecar', '--service', p.service, '--instance', p.instance, '--labels', `version=${p.version}`,
             '--app', appAddr, ...connect, '--inbound', '127.0.0.1:0', '--outbound', outbound, '--admin', '127.0.0.1:0',
             '--drain-timeout', '5s', '--stats-interval', '5s'], log, STAGE.sidecar, true),
           (e) => e.event === 'listening' && typeof e.admin === 'string'),
