@@ -53,10 +53,8 @@ export function startPeriodicGc(opts: PeriodicGcOptions = {}): PeriodicGc {
   let lastFullAt = clock.now();
   let forced = 0;
   let timer: Timer | undefined;
-  let stopped = false;
   const arm = (): void => {
     timer?.cancel();
-    if (stopped) return;
     timer = clock.setTimeout(fire, Math.max(0, nextForcedGcAt(lastFullAt, periodMs) - clock.now()));
   };
   const fire = (): void => {
@@ -72,7 +70,6 @@ export function startPeriodicGc(opts: PeriodicGcOptions = {}): PeriodicGc {
   return {
     get forced() { return forced; },
     stop() {
-      stopped = true;
       timer?.cancel();
       unsubscribe();
     },
