@@ -5,6 +5,7 @@ import net from 'node:net';
 import type { Clock } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
 import { closeIfSilent } from './first-byte.js';
+import { bindFieldGuard, connectGuarded, guardedSession } from './h2-field-guard.js';
 import { LIMITS, serve, type InFlight, type ListenerDeps } from './listener.js';
 
 /** RFC 9113 §3.4: what a prior-knowledge HTTP/2 client sends first. No HTTP/1 method starts like it. */
@@ -49,7 +50,10 @@ export interface H2Listener {
   closeAll(): Promise<void>;
 }
 
-/** An HTTP/2 server (no TLS of its own: the TLS front door or the outbound sniffer hands it sockets) serving the pipeline. */
+/**
+ * An HTTP/2 server (no TLS of its own) serving the pipeline. The TLS front door and the outbound sniffer hand it
+ * sockets through h2-field-guard.ts's connectGuarded.
+ */
 export function createH2Listener(deps: ListenerDeps, inflight: InFlight, opts: { streamStallMs?: number } = {}): H2Listener {
   const streamStallMs = opts.streamStallMs ?? STREAM_STALL_MS;
   const server = http2.createServer(H2_SERVER_OPTIONS);
@@ -57,19 +61,13 @@ export function createH2Listener(deps: ListenerDeps, inflight: InFlight, opts: {
   const onRequest = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => serve(deps, inflight, req, res);
   server.on('request', onRequest);
   server.on('checkContinue', onRequest);
-  // The sockets come from our own net listeners (default Nagle on): without this, small HEADERS-only responses wait for
-  // the peer's delayed ACK (measured: gRPC unary mean 13.6 ms at 64 streams, sidecars half idle).
-  server.on('connection', (socket: net.Socket & { [RAW_SOCKET]?: net.Socket }) => {
-    socket.setNoDelay(true);
-    socket[RAW_SOCKET] = socket;
-  });
   server.on('session', (session: http2.ServerHttp2Session) => {
+    bindFieldGuard(session, resetCounter(session, deps.clock, deps.log));
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
     session.on('error', (err: Error) => deps.log.debug('h2_session_error', { direction: deps.direction, error: err.message }));
     session.setTimeout(LIMITS.keepAliveTimeoutMs, () => closeIdle(session, deps));
     keepRfcCodes(session);
-    guardResets(session, deps.clock, deps.log);
     session.on('stream', (stream: http2.ServerHttp2Stream) => guardStall(stream, streamStallMs));
     if (inflight.draining) session.close();
   });
@@ -96,15 +94,9 @@ export function createH2Listener(deps: ListenerDeps, inflight: InFlight, opts: {
   };
 }
 
-/** The socket under a session, set on 'connection': node:http2 hands out only a proxy, which reads properties through. */
-const RAW_SOCKET = Symbol('mesh.rawSocket');
-
+/** The peer's socket under a session (node:http2 holds the field check's tap, and hands out only a proxy of that). */
 function rawSocketOf(session: http2.ServerHttp2Session): net.Socket | undefined {
-  try {
-    return (session.socket as unknown as { [RAW_SOCKET]?: net.Socket })[RAW_SOCKET];
-  } catch {
-    return undefined; // ERR_HTTP2_SOCKET_UNBOUND: already detached
-  }
+  return guardedSession(session)?.raw;
 }
 
 /**
@@ -182,25 +174,25 @@ function keepRfcCodes(session: http2.ServerHttp2Session): void {
   session.destroy = (error?: Error, code?: number) => destroy(error, code ?? rfcCodeOf(error));
 }
 
-/** Sends GOAWAY ENHANCE_YOUR_CALM to a session whose client resets streams faster than RESET_GUARD allows. */
-function guardResets(session: http2.ServerHttp2Session, clock: Clock, log: Logger): void {
+/**
+ * Sends GOAWAY ENHANCE_YOUR_CALM to a session whose client resets streams faster than RESET_GUARD allows. It counts
+ * RST_STREAM frames as the field check reads them, before nghttp2 does: node:http2 emits a stream only after the whole
+ * read it came in was processed, so a count of its 'aborted' events lags a flood by up to a read of 2,000 resets, and
+ * nghttp2's own limit (1,000, with INTERNAL_ERROR) would end the session first.
+ */
+function resetCounter(session: http2.ServerHttp2Session, clock: Clock, log: Logger): () => void {
   let tokens: number = RESET_GUARD.burst;
   let at = clock.now();
-  session.on('stream', (stream: http2.ServerHttp2Stream) => {
-    // 'aborted': the stream closed before our side ended it. Our own resets (respond.ts destroys a response that
-    // failed midway) carry INTERNAL_ERROR and are not the client's doing; a flood using that code still meets nghttp2's limit.
-    stream.once('aborted', () => {
-      if (stream.rstCode === http2.constants.NGHTTP2_INTERNAL_ERROR) return;
-      const now = clock.now();
-      tokens = Math.min(RESET_GUARD.burst, tokens + ((now - at) / 1000) * RESET_GUARD.perSecond);
-      at = now;
-      if (--tokens < 0 && !session.destroyed) {
-        log.warn('h2_reset_flood', { burst: RESET_GUARD.burst, per_second: RESET_GUARD.perSecond });
-        // destroy() sends its code in the final GOAWAY (an undefined error would default the code to NO_ERROR).
-        session.destroy(new Error('stream reset flood'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-      }
-    });
-  });
+  return () => {
+    const now = clock.now();
+    tokens = Math.min(RESET_GUARD.burst, tokens + ((now - at) / 1000) * RESET_GUARD.perSecond);
+    at = now;
+    if (--tokens < 0 && !session.destroyed) {
+      log.warn('h2_reset_flood', { burst: RESET_GUARD.burst, per_second: RESET_GUARD.perSecond });
+      // destroy() sends its code in the final GOAWAY (an undefined error would default the code to NO_ERROR).
+      session.destroy(new Error('stream reset flood'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    }
+  };
 }
 
 /**
@@ -231,7 +223,7 @@ export function createOutboundFront(http1: http.Server, h2: http2.Http2Server, l
         // node:http2 reads what was unshifted before it takes over the socket handle.
         socket.pause();
         socket.unshift(seen);
-        h2.emit('connection', socket);
+        connectGuarded(h2, socket);
       } else {
         // The HTTP/1 parser reads the socket handle directly, so the bytes are replayed rather than unshifted.
         http1.emit('connection', socket);

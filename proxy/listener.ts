@@ -1,6 +1,6 @@
 // The listeners: accept inbound and outbound HTTP/1.1, enforce parser limits, validate the target, build the exchange.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import { Http2ServerRequest } from 'node:http2';
+import http2, { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
 import { MeshError } from '../api/errors.js';
 import type { Clock } from '../api/clock.js';
@@ -16,6 +16,7 @@ import type { Handler } from './pipeline-types.js';
 import { respondError } from './respond.js';
 import { acceptUpgrade } from './upgrade.js';
 import { peerOf } from './tls.js';
+import { guardedSession, malformedRequest } from './h2-field-guard.js';
 import type { RouteStats } from './telemetry.js';
 
 /** HARDENING.md bad input #3, #11 and #12: explicit limits rather than whatever the runtime defaults to. */
@@ -201,6 +202,11 @@ function buildExchange(deps: ListenerDeps, req: DownstreamRequest, res: Downstre
   for (let i = 0; i < raw.length; i += 2) if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') hosts++;
   if (hosts > 1) return new MeshError('bad-request', 'more than one Host header');
 
+  if (h2 && malformedRequest((req as Http2ServerRequest).stream)) {
+    // RFC 9113 §8.1.1: a stream error of type PROTOCOL_ERROR. The 400 first says why (a server MAY answer before it resets).
+    res.once('finish', () => (req as Http2ServerRequest).stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR));
+    return new MeshError('bad-request', 'malformed header field: CR, LF or NUL in a value, or a name HTTP/2 forbids (RFC 9113 §8.2.1)');
+  }
   const target = h2 ? h2Target(req as Http2ServerRequest) : splitTarget(req.url ?? '', req.headers.host);
   if (target instanceof MeshError) return target;
   const norm = normalizePath(target.pathAndQuery);
@@ -212,7 +218,8 @@ function buildExchange(deps: ListenerDeps, req: DownstreamRequest, res: Downstre
     requestId = newRequestId();
   }
   headers['x-request-id'] = requestId;
-  const peer = peerOf(req.socket);
+  // An HTTP/2 request's socket is node:http2's proxy of the field check's tap: the identity is on the peer's own socket.
+  const peer = peerOf(h2 ? guardedSession((req as Http2ServerRequest).stream.session)?.raw ?? req.socket : req.socket);
   const start = deps.clock.now();
   const grpc = isGrpcContentType(req.headers['content-type']);
   const grpcTimeout = grpc ? parseGrpcTimeout(req.headers['grpc-timeout']) : undefined;

@@ -1,6 +1,7 @@
 // Mesh TLS: the inbound front door (sniff plaintext vs TLS, verify the peer's SPIFFE leaf) and the outbound mTLS connector.
 import { X509Certificate } from 'node:crypto';
 import type http from 'node:http';
+import type http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import { buildConnector } from 'undici';
@@ -8,6 +9,7 @@ import type { Logger } from '../api/log.js';
 import { checkLeaf, parseSpiffeUri, uriSans } from '../certs/spiffe.js';
 import type { Credentials } from './credentials.js';
 import { closeIfSilent } from './first-byte.js';
+import { connectGuarded } from './h2-field-guard.js';
 import type { Peer } from './exchange.js';
 import type { Telemetry } from './telemetry.js';
 
@@ -89,7 +91,7 @@ function handshakeReason(err: NodeJS.ErrnoException): string {
  * is plaintext, served unauthenticated in permissive mode and dropped in strict mode. Accepted connections are
  * handed to `app`, the HTTP server that runs the inbound pipeline.
  */
-export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?: net.Server): { server: net.Server; refresh: () => void } {
+export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?: http2.Http2Server): { server: net.Server; refresh: () => void } {
   const refused = (reason: string) => d.telemetry.tlsHandshakeErrors.labels('inbound', reason).inc();
   let creds = d.credentials();
   const tlsServer = tls.createServer({ ...(creds ? serverOptions(creds) : {}), handshakeTimeout: HANDSHAKE_TIMEOUT_MS, ALPNProtocols: [...INBOUND_ALPN] });
@@ -113,7 +115,7 @@ export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?:
       return;
     }
     // ALPN h2 (sidecar-to-sidecar gRPC) goes to the HTTP/2 server running the same inbound pipeline.
-    if (socket.alpnProtocol === 'h2' && h2app) h2app.emit('connection', socket);
+    if (socket.alpnProtocol === 'h2' && h2app) connectGuarded(h2app, socket);
     else app.emit('connection', socket);
   });
 
