@@ -1,8 +1,12 @@
 // The HPACK field check: RFC 7541's own examples, malformed fields however they are coded, and decoder errors.
+import http2 from 'node:http2';
+import net from 'node:net';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { badName, badValue, HpackCheck, HpackError } from './hpack-check.js';
 import { HUFFMAN_CODES, HUFFMAN_LENGTHS } from './hpack-tables.js';
-import { hpackInt, indexed, literal, literalIndexed } from '../test/hardening/h2-frames.js';
+import { getRequest, headers, hpackInt, indexed, literal, literalIndexed, PREFACE, settings } from '../test/hardening/h2-frames.js';
+import { waitFor } from '../test/harness/wait.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -32,8 +36,8 @@ describe('HpackCheck', () => {
     }
   });
 
-  it('finds CR, LF and NUL in a value, plain or Huffman-coded, and leading or trailing whitespace', () => {
-    for (const value of ['a\r\nx-evil: 1', 'a\nb', 'a\0b', ' a', 'a\t']) {
+  it('finds CR, LF, NUL and other controls in a value, plain or Huffman-coded, and leading or trailing whitespace', () => {
+    for (const value of ['a\r\nx-evil: 1', 'a\nb', 'a\0b', ' a', 'a\t', 'a\x01b', 'a\x7fb']) {
       expect(new HpackCheck().check(literal('x-inject', value)), JSON.stringify(value)).toBe(true);
       expect(new HpackCheck().check(literalHuffman('x-inject', value)), JSON.stringify(value)).toBe(true);
     }
@@ -83,4 +87,45 @@ describe('HpackCheck', () => {
     expect(badValue(Buffer.from(''))).toBe(false);
     expect(badValue(Buffer.from('\u00e9t\u00e9', 'latin1'))).toBe(false); // obs-text passes, as in nghttp2
   });
+});
+
+describe('HpackCheck agrees with nghttp2', () => {
+  it('flags a field exactly when node:http2\'s nghttp2 would drop it or reset its stream (random names and octets)', async () => {
+    const seen = new Map<number, http2.IncomingHttpHeaders>();
+    const server = http2.createServer();
+    server.on('stream', (s, h) => { seen.set(s.id ?? 0, h); s.respond({ ':status': 200 }); s.end(); });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    socket.on('data', () => undefined);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(Buffer.concat([PREFACE, settings()]));
+    let id = 1;
+    try {
+      const nameOctet = fc.constantFrom(...'abcxyz-_09AZ :()@\r\n\t\0\x7f\xe9!~'.split(''));
+      const valueOctet = fc.integer({ min: 0, max: 255 });
+      await fc.assert(fc.asyncProperty(
+        fc.array(nameOctet, { minLength: 0, maxLength: 6 }).map((a) => `x${a.join('')}`),
+        fc.array(valueOctet, { maxLength: 8 }).map((a) => Buffer.from(a)),
+        fc.boolean(),
+        async (name, value, bare) => {
+          const fieldName = bare ? name.slice(1) : name; // sometimes without the leading x: empty, or starting oddly
+          const streamId = id;
+          id += 2;
+          const fieldBlock = Buffer.concat([getRequest('a', '/'), literal(fieldName, value)]);
+          socket.write(headers(streamId, fieldBlock));
+          // The next stream, always valid, is emitted after this one's fate is settled (nghttp2 handles them in order).
+          const canaryId = id;
+          id += 2;
+          socket.write(headers(canaryId, getRequest('a', '/canary')));
+          await waitFor(() => seen.has(canaryId), { timeoutMs: 5_000, what: 'the canary stream' });
+          const got = seen.get(streamId);
+          const nghttp2Refused = got === undefined || got[fieldName] === undefined;
+          expect(new HpackCheck().check(fieldBlock), `${JSON.stringify(fieldName)}: ${value.toString('hex')}`).toBe(nghttp2Refused);
+        },
+      ), { numRuns: 300 });
+    } finally {
+      socket.destroy();
+      server.close();
+    }
+  }, 30_000);
 });

@@ -219,7 +219,10 @@ export function badName(octets: Uint8Array): boolean {
   return false;
 }
 
-/** RFC 9113 §8.2.1: a value must not hold NUL, LF or CR, nor start or end with SP or HTAB. */
+/**
+ * A value nghttp2 would drop: RFC 9113 §8.2.1 forbids NUL, LF and CR anywhere and SP or HTAB at either end; nghttp2
+ * (VALID_HD_VALUE_CHARS, as RFC 9110's field-vchar) also refuses the other control characters but HTAB, and DEL.
+ */
 export function badValue(octets: Uint8Array): boolean {
   const n = octets.length;
   if (n === 0) return false;
@@ -228,7 +231,7 @@ export function badValue(octets: Uint8Array): boolean {
   if (first === 0x20 || first === 0x09 || last === 0x20 || last === 0x09) return true;
   for (let i = 0; i < n; i++) {
     const c = octets[i]!;
-    if (c === 0x00 || c === 0x0a || c === 0x0d) return true;
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
   }
   return false;
 }
