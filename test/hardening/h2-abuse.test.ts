@@ -339,6 +339,8 @@ function probesFor(target: () => Target, o: { stallFirst?: boolean } = {}): void
       { name: 'space in a name', field: ['x a', '1'], dropped: true },
       { name: 'colon inside a name', field: ['x:a', '1'], dropped: true },
       { name: 'empty name', field: ['', '1'], dropped: true },
+      { name: 'control character in a value', field: ['x-inject', 'a\x01b'], dropped: true },
+      { name: 'leading space in a value', field: ['x-inject', ' a'], dropped: true },
     ];
 
     /** Sends one request carrying `field` and reports whether it was refused and what the upstream got, if anything. */
