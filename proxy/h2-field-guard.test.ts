@@ -5,17 +5,18 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FieldGuard, MAX_HEADER_BLOCK } from './h2-field-guard.js';
 import {
-  block, continuation, data, F, frame, getRequest, headers, literal, literalIndexed, indexed, PREFACE, rstStream, settings, T,
+  block, continuation, data, F, frame, getRequest, headers, literal, literalIndexed, indexed, ping, PREFACE, rstStream, settings, T,
 } from '../test/hardening/h2-frames.js';
 
 /** Feeds `bytes` to a new guard in pieces of `step` octets; returns the streams flagged and whether it flagged a flood. */
-function run(bytes: Buffer, step = bytes.length): { malformed: number[]; flood: boolean; off: boolean; resets: number } {
+function run(bytes: Buffer, step = bytes.length): { malformed: number[]; flood: boolean; off: boolean; resets: number; controls: number } {
   const malformed: number[] = [];
   let flood = false;
   let resets = 0;
-  const g = new FieldGuard({ malformed: (id) => malformed.push(id), flood: () => (flood = true), reset: () => resets++ });
+  let controls = 0;
+  const g = new FieldGuard({ malformed: (id) => malformed.push(id), flood: () => (flood = true), reset: () => resets++, control: () => controls++ });
   for (let i = 0; i < bytes.length; i += step) g.feed(bytes.subarray(i, i + step));
-  return { malformed, flood, off: g.off, resets };
+  return { malformed, flood, off: g.off, resets, controls };
 }
 
 const good = (id: number) => headers(id, getRequest('svc', `/ok/${id}`));
@@ -25,7 +26,7 @@ describe('FieldGuard', () => {
   it('flags exactly the streams with a malformed field, whatever the read sizes', () => {
     const bytes = Buffer.concat([PREFACE, settings(), good(1), bad(3), data(3, Buffer.from('body'), true), good(5), bad(7)]);
     for (const step of [1, 2, 7, 9, 10, 100, bytes.length]) {
-      expect(run(bytes, step), `reads of ${step}`).toEqual({ malformed: [3, 7], flood: false, off: false, resets: 0 });
+      expect(run(bytes, step), `reads of ${step}`).toEqual({ malformed: [3, 7], flood: false, off: false, resets: 0, controls: 1 });
     }
   });
 
@@ -67,6 +68,11 @@ describe('FieldGuard', () => {
     expect(run(Buffer.concat(pairs), 13)).toMatchObject({ malformed: [], resets: 100, off: false });
   });
 
+  it('counts PING and SETTINGS frames that ask for an ACK, not the ACKs', () => {
+    const bytes = Buffer.concat([PREFACE, settings(), ping(), ping(Buffer.alloc(8), true), frame(T.SETTINGS, F.ACK, 0), ping()]);
+    expect(run(bytes, 5)).toMatchObject({ controls: 3, resets: 0, off: false });
+  });
+
   it('stops following (nghttp2 ends the session) after a frame out of place or an HPACK error, without flagging', () => {
     expect(run(Buffer.concat([PREFACE, continuation(1, literal('x', 'y'), true), bad(3)]))).toMatchObject({ malformed: [], off: true });
     expect(run(Buffer.concat([PREFACE, headers(1, indexed(99)), bad(3)]))).toMatchObject({ malformed: [], off: true });
@@ -82,7 +88,7 @@ describe('FieldGuard against nghttp2', () => {
     server.on('stream', (s) => { s.respond({ ':status': 200 }); s.end(); });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const flagged: number[] = [];
-    const guard = new FieldGuard({ malformed: (id) => flagged.push(id), flood: () => flagged.push(-1), reset: () => undefined });
+    const guard = new FieldGuard({ malformed: (id) => flagged.push(id), flood: () => flagged.push(-1), reset: () => undefined, control: () => undefined });
     const relay = net.createServer((down) => {
       const up = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
       down.on('data', (chunk: Buffer) => { guard.feed(chunk); up.write(chunk); });

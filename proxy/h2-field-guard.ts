@@ -1,7 +1,7 @@
 // The HTTP/2 field check node:http2 leaves out: a stream whose header block holds a field RFC 9113 §8.2.1 forbids is reset.
 import http2 from 'node:http2';
 import type net from 'node:net';
-import { Duplex } from 'node:stream';
+import { EventEmitter } from 'node:events';
 import { HpackCheck, HpackError } from './hpack-check.js';
 
 /*
@@ -18,7 +18,10 @@ const PREFACE_LENGTH = 24;
 const FRAME_HEADER = 9;
 const HEADERS = 0x1;
 const RST_STREAM = 0x3;
+const SETTINGS = 0x4;
 const PUSH_PROMISE = 0x5;
+const PING = 0x6;
+const ACK = 0x1;
 const CONTINUATION = 0x9;
 const END_HEADERS = 0x4;
 const PADDED = 0x8;
@@ -39,6 +42,8 @@ export interface FieldGuardEvents {
   flood(): void;
   /** The peer sent RST_STREAM (rapid reset is counted here, before nghttp2 has started any of those streams' work). */
   reset(): void;
+  /** The peer sent a PING or SETTINGS frame that asks for an ACK (the control-frame flood guard counts these). */
+  control(): void;
 }
 
 /**
@@ -115,6 +120,7 @@ export class FieldGuard {
     if (this.blockStream !== 0 && (this.type !== CONTINUATION || this.streamId !== this.blockStream)) return this.stop();
     if (this.blockStream === 0 && this.type === CONTINUATION) return this.stop();
     if (this.type === RST_STREAM) this.events.reset();
+    else if ((this.type === PING || this.type === SETTINGS) && (this.flags & ACK) === 0) this.events.control();
     if (this.left === 0) this.endFrame();
   }
 
@@ -171,44 +177,64 @@ export class FieldGuard {
 }
 
 /**
- * A pass-through stream between a peer's socket and node:http2 that shows every chunk read to `onRead` first.
- * node:http2 serves a stream without a native handle through its JSStreamSocket.
+ * What node:http2 is given in place of the peer's socket: the socket's own methods, and its reads shown to `onRead`
+ * first. node:http2 serves anything without a native handle through its JSStreamSocket, which needs only these
+ * members (lib/internal/js_stream_socket.js). Not a stream.Duplex: a Duplex's buffering on both sides cost a bare
+ * node:http2 server 13–17 % of its requests/s (h2load, 8 × 10 streams); this costs about what run-to-run noise does.
  */
-export class ReadTap extends Duplex {
+export class ReadTap extends EventEmitter {
+  /** JSStreamSocket refuses object-mode streams by reading this. */
+  readonly _readableState = Object.freeze({ objectMode: false });
+  readonly readable = true;
+  readonly writable = true;
+
   constructor(readonly socket: net.Socket, onRead: (chunk: Buffer) => void) {
-    super({ allowHalfOpen: false });
+    super();
+    // Nothing may be emitted before node:http2 listens (it pauses, listens, then resumes in the same turn).
+    socket.pause();
     socket.on('data', (chunk: Buffer) => {
       onRead(chunk);
-      // onRead may have ended the session (a flood): nghttp2 gets none of the rest.
-      if (!this.destroyed && !this.push(chunk)) socket.pause();
+      this.emit('data', chunk);
     });
-    socket.on('end', () => this.push(null));
-    socket.on('error', (err) => this.destroy(err));
-    socket.on('close', () => this.destroy());
+    socket.on('end', () => this.emit('end'));
+    socket.on('error', (err) => this.emit('error', err));
+    socket.on('close', () => this.emit('close'));
   }
 
-  override _read(): void {
+  get destroyed(): boolean {
+    return this.socket.destroyed;
+  }
+
+  pause(): this {
+    this.socket.pause();
+    return this;
+  }
+
+  resume(): this {
     this.socket.resume();
+    return this;
   }
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
-    this.socket.write(chunk, done);
-  }
-
-  override _writev(chunks: { chunk: Buffer }[], done: (err?: Error | null) => void): void {
+  cork(): void {
     this.socket.cork();
-    for (let i = 0; i < chunks.length - 1; i++) this.socket.write(chunks[i]!.chunk);
-    this.socket.write(chunks[chunks.length - 1]!.chunk, done);
+  }
+
+  uncork(): void {
     this.socket.uncork();
   }
 
-  override _final(done: (err?: Error | null) => void): void {
-    this.socket.end(done);
+  write(chunk: Buffer, done?: (err?: Error | null) => void): boolean {
+    return this.socket.write(chunk, done);
   }
 
-  override _destroy(err: Error | null, done: (err: Error | null) => void): void {
-    this.socket.destroy();
-    done(err);
+  end(done?: () => void): this {
+    this.socket.end(done);
+    return this;
+  }
+
+  destroy(err?: Error): this {
+    this.socket.destroy(err);
+    return this;
   }
 }
 
@@ -227,6 +253,8 @@ export interface GuardedSession {
   session: http2.ServerHttp2Session | undefined;
   /** Counts the peer's RST_STREAM frames (h2-listener.ts: the rapid-reset guard). */
   onReset: () => void;
+  /** Counts the peer's PING and SETTINGS frames (h2-listener.ts: the control-frame flood guard). */
+  onControl: () => void;
 }
 
 const GUARDED = Symbol('mesh.fieldGuard');
@@ -243,9 +271,13 @@ export function connectGuarded(server: http2.Http2Server, raw: net.Socket): void
     open: new Map(),
     session: undefined,
     onReset: () => undefined,
+    onControl: () => undefined,
     guard: new FieldGuard({
       reset() {
         state.onReset();
+      },
+      control() {
+        state.onControl();
       },
       malformed(streamId) {
         const open = state.open.get(streamId);
@@ -276,14 +308,15 @@ function calm(state: GuardedSession, why: string): void {
 
 /**
  * For the server's 'session' listener: ties the session to the check of the socket being handed over, if any.
- * `onReset` is called for each RST_STREAM the peer sends.
+ * `counters.reset` is called for each RST_STREAM the peer sends, `counters.control` for each PING or SETTINGS.
  */
-export function bindFieldGuard(session: http2.ServerHttp2Session, onReset: () => void): GuardedSession | undefined {
+export function bindFieldGuard(session: http2.ServerHttp2Session, counters: { reset: () => void; control: () => void }): GuardedSession | undefined {
   const state = handing;
   if (state === undefined) return undefined;
   handing = undefined;
   state.session = session;
-  state.onReset = onReset;
+  state.onReset = counters.reset;
+  state.onControl = counters.control;
   (session as Tagged)[GUARDED] = state;
   session.on('stream', (stream: http2.ServerHttp2Stream) => {
     const id = stream.id ?? 0;

@@ -29,6 +29,14 @@ const CLOSE_GRACE_MS = 1_000;
 export const RESET_GUARD = Object.freeze({ burst: 500, perSecond: 33 });
 
 /**
+ * PING and SETTINGS frames a peer may send (each asks for an ACK): a burst of 100, then 10 a second. nghttp2 ends a
+ * session only once 1,000 ACKs wait unsent, which a peer that reads them never reaches; over TLS the ACKs of a peer
+ * that stopped reading pile up in memory until the idle timeout. gRPC servers are stricter still (grpc-go and grpc-c
+ * allow one PING without data per 5 minutes by default, then GOAWAY ENHANCE_YOUR_CALM "too_many_pings").
+ */
+export const CONTROL_GUARD = Object.freeze({ burst: 100, perSecond: 10 });
+
+/**
  * Settings for every HTTP/2 server of the sidecar. Node's session defaults (maxSessionMemory, maxSessionInvalidFrames,
  * maxSessionRejectedStreams, maxHeaderListPairs) stay as they are: they are the rapid-reset, CONTINUATION and HPACK
  * defences (HARDENING.md). Only limits Node leaves unbounded or larger than the HTTP/1 listener's are lowered.
@@ -64,7 +72,10 @@ export function createH2Listener(deps: ListenerDeps, inflight: InFlight, opts: {
   server.on('request', onRequest);
   server.on('checkContinue', onRequest);
   server.on('session', (session: http2.ServerHttp2Session) => {
-    bindFieldGuard(session, resetCounter(session, deps.clock, deps.log));
+    bindFieldGuard(session, {
+      reset: floodCounter(session, deps.clock, deps.log, RESET_GUARD, 'RST_STREAM'),
+      control: floodCounter(session, deps.clock, deps.log, CONTROL_GUARD, 'PING/SETTINGS'),
+    });
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
     session.on('error', (err: Error) => deps.log.debug('h2_session_error', { direction: deps.direction, error: err.message }));
@@ -177,22 +188,22 @@ function keepRfcCodes(session: http2.ServerHttp2Session): void {
 }
 
 /**
- * Sends GOAWAY ENHANCE_YOUR_CALM to a session whose client resets streams faster than RESET_GUARD allows. It counts
- * RST_STREAM frames as the field check reads them, before nghttp2 does: node:http2 emits a stream only after the whole
- * read it came in was processed, so a count of its 'aborted' events lags a flood by up to a read of 2,000 resets, and
- * nghttp2's own limit (1,000, with INTERNAL_ERROR) would end the session first.
+ * A token bucket that sends GOAWAY ENHANCE_YOUR_CALM to a session whose peer sends frames of one kind faster than
+ * `limit` allows. The field check counts the frames as it reads them, before nghttp2 does. For RST_STREAM this matters:
+ * node:http2 emits a read's streams only after the whole read was processed, so a count of its 'aborted' events lags
+ * a flood by up to a read of 2,000 resets, and nghttp2's own limit (1,000, with INTERNAL_ERROR) would end it first.
  */
-function resetCounter(session: http2.ServerHttp2Session, clock: Clock, log: Logger): () => void {
-  let tokens: number = RESET_GUARD.burst;
+function floodCounter(session: http2.ServerHttp2Session, clock: Clock, log: Logger, limit: { burst: number; perSecond: number }, what: string): () => void {
+  let tokens = limit.burst;
   let at = clock.now();
   return () => {
     const now = clock.now();
-    tokens = Math.min(RESET_GUARD.burst, tokens + ((now - at) / 1000) * RESET_GUARD.perSecond);
+    tokens = Math.min(limit.burst, tokens + ((now - at) / 1000) * limit.perSecond);
     at = now;
     if (--tokens < 0 && !session.destroyed) {
-      log.warn('h2_reset_flood', { burst: RESET_GUARD.burst, per_second: RESET_GUARD.perSecond });
+      log.warn('h2_flood', { frames: what, burst: limit.burst, per_second: limit.perSecond });
       // destroy() sends its code in the final GOAWAY (an undefined error would default the code to NO_ERROR).
-      session.destroy(new Error('stream reset flood'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      session.destroy(new Error(`${what} flood`), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
     }
   };
 }

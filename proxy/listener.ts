@@ -7,7 +7,7 @@ import type { Clock } from '../api/clock.js';
 import type { AccessLog } from './access-log.js';
 import type { Logger } from '../api/log.js';
 import { hasBody, MAX_REQUEST_BODY_BYTES, NO_BODY } from './body.js';
-import type { Direction, DownstreamRequest, DownstreamResponse, Exchange } from './exchange.js';
+import { recordedStatus, type Direction, type DownstreamRequest, type DownstreamResponse, type Exchange } from './exchange.js';
 import { isGrpcContentType, parseGrpcTimeout } from './grpc.js';
 import { newRequestId, requestHeadersForUpstream } from './headers.js';
 import { normalizePath } from './path.js';
@@ -144,12 +144,19 @@ export function unsupportedVersion(packet: Buffer | undefined): boolean {
 
 /** Serves one request of either HTTP version (h2-listener.ts hands HTTP/2 streams here through the compatibility API). */
 export function serve(deps: ListenerDeps, inflight: InFlight, req: DownstreamRequest, res: DownstreamResponse): void {
-  inflight.enter();
-  if (req instanceof Http2ServerRequest && !req.stream.endAfterHeaders) {
-    // A reset that came in the same read as the HEADERS was handled before node:http2 emitted the request.
-    if (req.stream.aborted) failAbortedBody.call(req);
-    else req.once('aborted', failAbortedBody);
+  if (req instanceof Http2ServerRequest && req.stream.aborted) {
+    // The client reset the stream in the read that brought its HEADERS: node:http2 emits a read's streams only after
+    // nghttp2 has processed all of it (always so behind the field check's tap; a rapid-reset flood looks like this).
+    // No one is left to answer and nothing is forwarded. Serving it anyway crashed the sidecar: the body's abort
+    // error reached a body stream nobody listened to yet (test/hardening/h2-abuse.test.ts, WINDOW_UPDATE of 0).
+    const stub = stubExchange(deps, req, res);
+    stub.clientGone = true;
+    deps.refused.record(recordedStatus(stub), 0, stub.grpcStatus);
+    deps.accessLog?.record(stub);
+    return;
   }
+  inflight.enter();
+  if (req instanceof Http2ServerRequest && !req.stream.endAfterHeaders) req.once('aborted', failAbortedBody);
   if (inflight.draining && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
   const ex = buildExchange(deps, req, res);
   const done = () => inflight.leave();
