@@ -8,6 +8,7 @@ import { service, toYaml } from './harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from './harness/sidecar.js';
 import { closeAllUpstreams, startUpstream, type Upstream } from './harness/upstream.js';
 import { waitFor } from './harness/wait.js';
+import { data, E, getRequest, headers, PREFACE, rstStream, settings } from './hardening/h2-frames.js';
 
 let plain: Upstream;
 let billingApp: Upstream;
@@ -153,7 +154,30 @@ describe('a client that resets its stream before the request body ends', () => {
     // The sidecar still serves.
     expect((await h2(client.outbound, { ':method': 'GET', ':path': '/after', ':authority': 'plain' })).status).toBe(200);
   }, 20_000);
+
+  // node:http2 emits the streams of one read after nghttp2 has processed all of it, so a RST_STREAM in the same read as
+  // its HEADERS arrives first. Serving such a request crashed the sidecar (its body's abort error reached a stream no
+  // one listened to yet): it is now counted as 499 and not forwarded.
+  it('a reset in the same read as its HEADERS: nothing forwarded, no crash, counted as 499', async () => {
+    const path = '/same-read-reset';
+    const before = await requestsWithCode(499);
+    const socket = net.connect(Number(client.outbound.split(':')[1]), client.outbound.split(':')[0]);
+    socket.on('error', () => undefined);
+    socket.write(Buffer.concat([PREFACE, settings(), headers(1, getRequest('plain', path), { endStream: false }), data(1, Buffer.from('part')), rstStream(1, E.CANCEL)]));
+    await waitFor(async () => (await requestsWithCode(499)) > before, { timeoutMs: 5_000, what: 'the reset request counted as 499' });
+    socket.destroy();
+    expect(plain.requests.filter((r) => r.url === path)).toEqual([]);
+    expect((await h2(client.outbound, { ':method': 'GET', ':path': '/after-reset', ':authority': 'plain' })).status).toBe(200);
+  }, 20_000);
 });
+
+/** The client sidecar's outbound requests recorded with `code` so far, from its /metrics. */
+async function requestsWithCode(code: number): Promise<number> {
+  const text = await (await fetch(`http://${client.admin}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(new RegExp(`^mesh_requests_total\\{[^}]*code="${code}"[^}]*\\} (\\d+)`, 'gm'))) n += Number(m[1]);
+  return n;
+}
 
 /**
  * Sends the preface, an empty SETTINGS and one HEADERS frame (END_STREAM, END_HEADERS) whose fields are HPACK literals
