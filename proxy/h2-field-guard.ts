@@ -21,6 +21,7 @@ const RST_STREAM = 0x3;
 const SETTINGS = 0x4;
 const PUSH_PROMISE = 0x5;
 const PING = 0x6;
+const GOAWAY = 0x7;
 const ACK = 0x1;
 const CONTINUATION = 0x9;
 const END_HEADERS = 0x4;
@@ -65,12 +66,18 @@ export class FieldGuard {
   private blockLength = 0;
   private blockStream = 0; // the stream whose header block is open, 0 if none
   private stopped = false;
+  private lastStream = 0;
 
   constructor(private readonly events: FieldGuardEvents) {}
 
   /** The HPACK dynamic table's size as this guard has it (nghttp2's own: the session's `inflateDynamicTableSize`). */
   get tableSize(): number {
     return this.hpack.tableSize;
+  }
+
+  /** The highest stream the peer opened (a HEADERS frame's), for a GOAWAY's last-stream-id. */
+  get lastStreamId(): number {
+    return this.lastStream;
   }
 
   /** Whether the guard gave up on this connection (nghttp2 is about to end it). */
@@ -142,6 +149,7 @@ export class FieldGuard {
       if (start + pad > payload.length) return this.stop();
       fragment = payload.subarray(start, payload.length - pad);
       this.blockStream = this.streamId;
+      if (this.streamId > this.lastStream) this.lastStream = this.streamId;
     }
     this.blockParts.push(fragment);
     this.blockLength += fragment.length;
@@ -299,6 +307,25 @@ export function connectGuarded(server: http2.Http2Server, raw: net.Socket): void
   } finally {
     handing = undefined;
   }
+}
+
+/**
+ * Writes GOAWAY with `code` straight to the peer's socket, after what node:http2 is writing now. node:http2 writes
+ * through JSStreamSocket one write at a time, each finished a turn later; a session destroyed meanwhile (nghttp2 found
+ * a connection error in the same read) never sends its own GOAWAY, and the peer saw only the socket close (found by
+ * test/hardening/h2-abuse.test.ts, WINDOW_UPDATE of 0 on a stream). RFC 9113 §6.8 allows a second GOAWAY if it does.
+ */
+export function sendGoaway(state: GuardedSession, code: number): void {
+  process.nextTick(() => {
+    const raw = state.raw;
+    if (raw.destroyed || raw.writableEnded) return;
+    const frame = Buffer.alloc(FRAME_HEADER + 8);
+    frame.writeUIntBE(8, 0, 3);
+    frame[3] = GOAWAY;
+    frame.writeUInt32BE(state.guard.lastStreamId & 0x7fffffff, FRAME_HEADER);
+    frame.writeUInt32BE(code >>> 0, FRAME_HEADER + 4);
+    raw.write(frame);
+  });
 }
 
 function calm(state: GuardedSession, why: string): void {

@@ -5,7 +5,7 @@ import net from 'node:net';
 import type { Clock } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
 import { closeIfSilent } from './first-byte.js';
-import { bindFieldGuard, connectGuarded, guardedSession } from './h2-field-guard.js';
+import { bindFieldGuard, connectGuarded, guardedSession, sendGoaway } from './h2-field-guard.js';
 import { LIMITS, serve, type InFlight, type ListenerDeps } from './listener.js';
 
 /** RFC 9113 §3.4: what a prior-knowledge HTTP/2 client sends first. No HTTP/1 method starts like it. */
@@ -184,7 +184,13 @@ export function rfcCodeOf(err: unknown): number | undefined {
  */
 function keepRfcCodes(session: http2.ServerHttp2Session): void {
   const destroy = session.destroy.bind(session);
-  session.destroy = (error?: Error, code?: number) => destroy(error, code ?? rfcCodeOf(error));
+  session.destroy = (error?: Error, code?: number) => {
+    const rfc = code ?? rfcCodeOf(error);
+    const guarded = guardedSession(session);
+    // Behind the field check node:http2 may lose its own GOAWAY (h2-field-guard.ts, sendGoaway).
+    if (guarded && !session.destroyed && (rfc !== undefined || error)) sendGoaway(guarded, rfc ?? http2.constants.NGHTTP2_INTERNAL_ERROR);
+    return destroy(error, rfc);
+  };
 }
 
 /**
