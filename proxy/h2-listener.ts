@@ -40,9 +40,9 @@ export const CONTROL_GUARD = Object.freeze({ burst: 100, perSecond: 10 });
  * Settings for every HTTP/2 server of the sidecar. Node's session defaults (maxSessionMemory, maxSessionInvalidFrames,
  * maxSessionRejectedStreams, maxHeaderListPairs) stay as they are: they are the rapid-reset, CONTINUATION and HPACK
  * defences (HARDENING.md). Only limits Node leaves unbounded or larger than the HTTP/1 listener's are lowered.
+ * h2-field-guard.ts decodes HPACK with the table size node:http2 advertises by default (4,096): set headerTableSize
+ * here and the guard's HpackCheck must be given the same.
  */
-// h2-field-guard.ts decodes HPACK with the table size node:http2 advertises by default (4,096): set headerTableSize
-// here and the guard's HpackCheck must be given the same.
 export const H2_SERVER_OPTIONS: http2.ServerOptions = Object.freeze({
   maxHeaderListSize: LIMITS.maxHeaderBytes,
   settings: { maxConcurrentStreams: 1_000, maxHeaderListSize: LIMITS.maxHeaderBytes, enablePush: false },
