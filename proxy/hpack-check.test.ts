@@ -109,6 +109,9 @@ describe('HpackCheck agrees with nghttp2', () => {
         fc.boolean(),
         async (name, value, bare) => {
           const fieldName = bare ? name.slice(1) : name; // sometimes without the leading x: empty, or starting oddly
+          // A pseudo-header name is nghttp2's own business: it resets an unknown or misplaced one itself (found by
+          // this property in CI: ":a"), which the check leaves to it.
+          fc.pre(!fieldName.startsWith(':'));
           const streamId = id;
           id += 2;
           const fieldBlock = Buffer.concat([getRequest('a', '/'), literal(fieldName, value)]);
