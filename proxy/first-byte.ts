@@ -11,3 +11,30 @@ export function closeIfSilent(socket: net.Socket, ms: number): () => void {
   socket.setTimeout(ms, onSilent);
   return () => void socket.setTimeout(0, onSilent);
 }
+
+/**
+ * The connections a front door holds before their first request byte, when no HTTP server has them yet. A drain
+ * closes them at once: nothing has begun on them, and left alone they would hold the listener's close() for the whole
+ * idle time.
+ */
+export class FirstByteWait {
+  private readonly waiting = new Set<net.Socket>();
+
+  /** `closeIfSilent`, with the socket counted as waiting until the returned call (its first byte) or its close. */
+  hold(socket: net.Socket, ms: number): () => void {
+    const disarm = closeIfSilent(socket, ms);
+    this.waiting.add(socket);
+    const forget = (): void => void this.waiting.delete(socket);
+    socket.once('close', forget);
+    return () => {
+      forget();
+      socket.off('close', forget);
+      disarm();
+    };
+  }
+
+  closeAll(): void {
+    for (const socket of this.waiting) socket.destroy();
+    this.waiting.clear();
+  }
+}

@@ -4,7 +4,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import type { Clock } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
-import { closeIfSilent } from './first-byte.js';
+import { FirstByteWait } from './first-byte.js';
 import { bindFieldGuard, connectGuarded, guardedSession, sendGoaway } from './h2-field-guard.js';
 import { LIMITS, serve, type InFlight, type ListenerDeps } from './listener.js';
 
@@ -219,7 +219,13 @@ function floodCounter(session: http2.ServerHttp2Session, clock: Clock, log: Logg
  * decide: the HTTP/2 preface goes to `h2`, anything else to `http1`. Bytes already read are handed back to whichever
  * parser takes the socket.
  */
-export function createOutboundFront(http1: http.Server, h2: http2.Http2Server, log?: Logger, idleMs: number = LIMITS.keepAliveTimeoutMs): net.Server {
+export function createOutboundFront(
+  http1: http.Server,
+  h2: http2.Http2Server,
+  log?: Logger,
+  idleMs: number = LIMITS.keepAliveTimeoutMs,
+  wait: FirstByteWait = new FirstByteWait(),
+): net.Server {
   const debugCloses = log !== undefined && process.env.TRELLIS_DEBUG_CLOSES === '1';
   // noDelay as http.Server sets it on the sockets it accepts itself: this listener accepts them for it now.
   return net.createServer({ noDelay: true }, (socket) => {
@@ -228,7 +234,7 @@ export function createOutboundFront(http1: http.Server, h2: http2.Http2Server, l
     // time. It used to be 10 s: HTTP clients open connections they use later (undici's pool does in every burst), and
     // the soak's requests sent on such a connection as that timer closed it failed with ECONNRESET. Once bytes come,
     // the HTTP/1 header timeout or node:http2's own limits take over.
-    const heard = closeIfSilent(socket, idleMs);
+    const heard = wait.hold(socket, idleMs);
     socket.on('error', () => socket.destroy());
     let seen: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {

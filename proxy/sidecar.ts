@@ -15,6 +15,7 @@ import { CertificateManager } from './credentials.js';
 import { dialMesh } from './dial.js';
 import { createListener, InFlight, LIMITS } from './listener.js';
 import { createH2Listener, createOutboundFront } from './h2-listener.js';
+import { FirstByteWait } from './first-byte.js';
 import { LoadShedder } from './overload.js';
 import { inboundPipeline, inboundUpgradePipeline, outboundPipeline, outboundUpgradePipeline } from './pipeline.js';
 import type { Handler } from './pipeline-types.js';
@@ -175,7 +176,9 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   const outboundHttp = createListener(outboundDeps, outIn);
   // h2c with prior knowledge (gRPC apps) shares the outbound port with HTTP/1.1.
   const outboundH2 = createH2Listener(outboundDeps, outIn);
-  const outbound = createOutboundFront(outboundHttp, outboundH2.server, log);
+  // Connections on either port that have not begun a request yet: the drain closes them at once.
+  const outboundWait = new FirstByteWait();
+  const outbound = createOutboundFront(outboundHttp, outboundH2.server, log, limits.keepAliveTimeoutMs, outboundWait);
   const inboundChain = {
     ...deps,
     service: me.service,
@@ -201,6 +204,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     telemetry,
     log,
     tcp: tunnels.tcpInbound,
+    idleMs: limits.keepAliveTimeoutMs,
   }, inboundH2.server);
   certs.credentials.subscribe(() => front.refresh());
   const inbound = front.server;
@@ -216,6 +220,8 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       outboundH2.drain();
       inboundH2.drain();
       outboundHttp.closeIdleConnections();
+      outboundWait.closeAll();
+      front.closeWaiting();
       let timer: { cancel(): void } | undefined;
       const deadline = new Promise<'timeout'>((r) => { timer = clock.setTimeout(() => r('timeout'), o.drainTimeoutMs); });
       // WebSocket and TCP tunnels get the same grace as requests, then are closed.

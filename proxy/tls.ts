@@ -8,7 +8,7 @@ import { buildConnector } from 'undici';
 import type { Logger } from '../api/log.js';
 import { checkLeaf, parseSpiffeUri, uriSans } from '../certs/spiffe.js';
 import type { Credentials } from './credentials.js';
-import { closeIfSilent } from './first-byte.js';
+import { FirstByteWait } from './first-byte.js';
 import { connectGuarded } from './h2-field-guard.js';
 import type { Peer } from './exchange.js';
 import type { Telemetry } from './telemetry.js';
@@ -40,6 +40,8 @@ export interface InboundTlsDeps {
   readonly log: Logger;
   /** Takes verified connections that chose TCP_ALPN; without it they are closed. */
   readonly tcp?: (socket: tls.TLSSocket, peer: Peer) => void;
+  /** How long a verified HTTP/1 connection may wait for its first request byte (the keep-alive idle time). */
+  readonly idleMs: number;
 }
 
 function serverOptions(c: Credentials): tls.SecureContextOptions & tls.TlsOptions {
@@ -91,7 +93,12 @@ function handshakeReason(err: NodeJS.ErrnoException): string {
  * is plaintext, served unauthenticated in permissive mode and dropped in strict mode. Accepted connections are
  * handed to `app`, the HTTP server that runs the inbound pipeline.
  */
-export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?: http2.Http2Server): { server: net.Server; refresh: () => void } {
+export function createInboundServer(
+  app: http.Server,
+  d: InboundTlsDeps,
+  h2app?: http2.Http2Server,
+): { server: net.Server; refresh: () => void; closeWaiting: () => void } {
+  const wait = new FirstByteWait();
   const refused = (reason: string) => d.telemetry.tlsHandshakeErrors.labels('inbound', reason).inc();
   let creds = d.credentials();
   const tlsServer = tls.createServer({ ...(creds ? serverOptions(creds) : {}), handshakeTimeout: HANDSHAKE_TIMEOUT_MS, ALPNProtocols: [...INBOUND_ALPN] });
@@ -115,12 +122,21 @@ export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?:
       return;
     }
     // ALPN h2 (sidecar-to-sidecar gRPC) goes to the HTTP/2 server running the same inbound pipeline.
-    if (socket.alpnProtocol === 'h2' && h2app) connectGuarded(h2app, socket);
-    else app.emit('connection', socket);
+    if (socket.alpnProtocol === 'h2' && h2app) return void connectGuarded(h2app, socket);
+    // HTTP/1 gets the socket with its first request byte, as on the outbound port. Handed over at once, a connection
+    // a peer's pool opened ahead of use sat in Node's header timeout, and after 10 s silent Node wrote it a 408 and
+    // closed it: a request the peer sent on it just then got that 408 as its answer (1 in 360,000 in the stop-20 soak).
+    // Silent until the keep-alive idle time, it is closed with nothing written, as an idle keep-alive connection is.
+    const heard = wait.hold(socket, d.idleMs);
+    socket.once('data', (chunk: Buffer) => {
+      heard();
+      app.emit('connection', socket);
+      socket.emit('data', chunk);
+    });
   });
 
   const server = net.createServer((socket) => {
-    const heard = closeIfSilent(socket, HANDSHAKE_TIMEOUT_MS);
+    const heard = wait.hold(socket, HANDSHAKE_TIMEOUT_MS);
     socket.once('data', (chunk: Buffer) => {
       // From here the TLS server's handshakeTimeout, or the HTTP server's header timeout, bounds the wait.
       heard();
@@ -151,6 +167,8 @@ export function createInboundServer(app: http.Server, d: InboundTlsDeps, h2app?:
       creds = d.credentials();
       if (creds) tlsServer.setSecureContext(serverOptions(creds));
     },
+    /** The drain: connections with no request begun yet (no handshake, or no byte after it) are closed now. */
+    closeWaiting: () => wait.closeAll(),
   };
 }
 

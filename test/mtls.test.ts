@@ -1,13 +1,14 @@
 // End-to-end: mutual TLS between sidecars: XFCC across a pair, the inbound refusal matrix with its handshake-error reasons, direct valid clients, permissive mode, the outbound peer-identity check.
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { header, rawRequest, request } from './harness/client.js';
+import { header, rawRequest, request, splitAddr } from './harness/client.js';
 import { handshakeErrorSeries, handshakeErrors, issueClientCert, meshCa, meshService, spiffeOf, tlsProbe, type ClientCert, type TlsProbe } from './harness/mtls.js';
 import { badCertificates, type BadCertificates } from './harness/pki.js';
 import { sumWhere } from './harness/prom.js';
 import { meshConfig, toYaml } from './harness/resources.js';
 import { startSidecar, stopAllSidecars, type Sidecar } from './harness/sidecar.js';
 import { closeAllUpstreams, startUpstream, type Upstream } from './harness/upstream.js';
-import { waitFor } from './harness/wait.js';
+import { waitFor, withDeadline } from './harness/wait.js';
 
 let billingApp: Upstream;
 let billing: Sidecar;
@@ -168,6 +169,45 @@ describe('direct TLS clients', () => {
     expect(billingApp.requests[0].headers['x-forwarded-client-cert']).toBe(`By=${spiffeOf('billing')};URI=${spiffeOf('reports')}`);
     expect(await handshakeErrors(billing, 'inbound')).toBe(before);
   });
+});
+
+describe('a connection opened ahead of use (as a peer sidecar\'s pool does)', () => {
+  /** An mTLS connection to billing's inbound port that records what it receives. */
+  async function openTls(cert: ClientCert): Promise<{ socket: tls.TLSSocket; got: () => string; closed: () => boolean }> {
+    const [host, port] = splitAddr(billing.inbound);
+    const socket = tls.connect({ host, port, ca: (await meshCa()).certPem, key: cert.keyPem, cert: cert.certPem, checkServerIdentity: () => undefined });
+    let got = '';
+    let closed = false;
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => void (got += d));
+    socket.on('error', () => undefined);
+    socket.on('close', () => void (closed = true));
+    await withDeadline(new Promise((resolve) => socket.once('secureConnect', resolve)), 5_000, 'the TLS handshake');
+    return { socket, got: () => got, closed: () => closed };
+  }
+
+  it('gets nothing written while it is silent past the header timeout, and its first request later is answered', async () => {
+    const cert = await issueClientCert('gateway');
+    const silent = await openTls(cert);
+    // A second connection, opened after the first, stalls mid-headers: its 408 (header timeout, 10 s) marks the moment
+    // the silent one, older, has been past the same timeout too. Node used to write the silent one a 408 as well.
+    const stalled = await openTls(cert);
+    try {
+      stalled.socket.write('GET /stalled HTTP/1.1\r\nHost: billing\r\n');
+      await waitFor(() => stalled.closed(), { timeoutMs: 20_000, what: 'the stalled connection to be closed by the header timeout' });
+      expect(stalled.got()).toMatch(/^HTTP\/1\.1 408 /);
+      expect(silent.got(), 'nothing is written to a connection that has not begun a request').toBe('');
+      expect(silent.closed()).toBe(false);
+      billingApp.clearRequests();
+      silent.socket.write('GET /late HTTP/1.1\r\nHost: billing\r\n\r\n');
+      await waitFor(() => /\r\n\r\n/.test(silent.got()), { timeoutMs: 5_000, what: 'the answer to the late request' });
+      expect(silent.got()).toMatch(/^HTTP\/1\.1 200 /);
+      expect(billingApp.requests.map((r) => r.url)).toEqual(['/late']);
+    } finally {
+      silent.socket.destroy();
+      stalled.socket.destroy();
+    }
+  }, 30_000);
 });
 
 describe('permissive mode', () => {
