@@ -128,8 +128,12 @@ export function createInboundServer(
     // closed it: a request the peer sent on it just then got that 408 as its answer (1 in 360,000 in the stop-20 soak).
     // Silent until the keep-alive idle time, it is closed with nothing written, as an idle keep-alive connection is.
     const heard = wait.hold(socket, d.idleMs);
+    // Until the HTTP server has it (and its error listener), a reset is ours to end.
+    const onError = (): void => void socket.destroy();
+    socket.on('error', onError);
     socket.once('data', (chunk: Buffer) => {
       heard();
+      socket.off('error', onError);
       app.emit('connection', socket);
       socket.emit('data', chunk);
     });

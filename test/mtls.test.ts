@@ -1,4 +1,5 @@
 // End-to-end: mutual TLS between sidecars: XFCC across a pair, the inbound refusal matrix with its handshake-error reasons, direct valid clients, permissive mode, the outbound peer-identity check.
+import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { header, rawRequest, request, splitAddr } from './harness/client.js';
@@ -173,9 +174,11 @@ describe('direct TLS clients', () => {
 
 describe('a connection opened ahead of use (as a peer sidecar\'s pool does)', () => {
   /** An mTLS connection to billing's inbound port that records what it receives. */
-  async function openTls(cert: ClientCert): Promise<{ socket: tls.TLSSocket; got: () => string; closed: () => boolean }> {
+  async function openTls(cert: ClientCert): Promise<{ socket: tls.TLSSocket; raw: net.Socket; got: () => string; closed: () => boolean }> {
     const [host, port] = splitAddr(billing.inbound);
-    const socket = tls.connect({ host, port, ca: (await meshCa()).certPem, key: cert.keyPem, cert: cert.certPem, checkServerIdentity: () => undefined });
+    const raw = net.connect(port, host);
+    raw.on('error', () => undefined);
+    const socket = tls.connect({ socket: raw, ca: (await meshCa()).certPem, key: cert.keyPem, cert: cert.certPem, checkServerIdentity: () => undefined });
     let got = '';
     let closed = false;
     socket.setEncoding('latin1');
@@ -183,7 +186,7 @@ describe('a connection opened ahead of use (as a peer sidecar\'s pool does)', ()
     socket.on('error', () => undefined);
     socket.on('close', () => void (closed = true));
     await withDeadline(new Promise((resolve) => socket.once('secureConnect', resolve)), 5_000, 'the TLS handshake');
-    return { socket, got: () => got, closed: () => closed };
+    return { socket, raw, got: () => got, closed: () => closed };
   }
 
   it('gets nothing written while it is silent past the header timeout, and its first request later is answered', async () => {
@@ -208,6 +211,15 @@ describe('a connection opened ahead of use (as a peer sidecar\'s pool does)', ()
       stalled.socket.destroy();
     }
   }, 30_000);
+
+  it('survives a peer that resets such a connection before its first byte', async () => {
+    const conn = await openTls(await issueClientCert('gateway'));
+    conn.raw.resetAndDestroy();
+    await waitFor(() => conn.closed(), { timeoutMs: 5_000, what: 'the reset connection to close' });
+    // The sidecar is still there and serving: a reset with no listener for it would have been an uncaught error.
+    const p = await tlsProbe(billing.inbound, { cert: await issueClientCert('gateway'), host: 'billing', path: '/after-reset' });
+    expect(p.response?.status, p.error ?? p.received).toBe(200);
+  });
 });
 
 describe('permissive mode', () => {
