@@ -1,5 +1,12 @@
-// The silent-connection timer of both front doors (outbound port, inbound TLS port): a socket that sends nothing is closed.
+// How both front doors (outbound port, inbound TLS port) hold a connection until its first byte: the silence timer, the drain's set, the hand-over to HTTP/1.
+import type http from 'node:http';
 import type net from 'node:net';
+
+/** Gives `socket` to the HTTP/1 server with the bytes already read: its parser reads the socket handle directly, so they are replayed, not unshifted. */
+export function handToHttp1(server: http.Server, socket: net.Socket, read: Buffer): void {
+  server.emit('connection', socket);
+  socket.emit('data', read);
+}
 
 /**
  * Destroys `socket` unless a byte comes within `ms`; returns the call that disarms it once one has. The 'timeout'

@@ -4,7 +4,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import type { Clock } from '../api/clock.js';
 import type { Logger } from '../api/log.js';
-import { FirstByteWait } from './first-byte.js';
+import { FirstByteWait, handToHttp1 } from './first-byte.js';
 import { bindFieldGuard, connectGuarded, guardedSession, sendGoaway } from './h2-field-guard.js';
 import { LIMITS, serve, type InFlight, type ListenerDeps } from './listener.js';
 
@@ -250,9 +250,7 @@ export function createOutboundFront(
         socket.unshift(seen);
         connectGuarded(h2, socket);
       } else {
-        // The HTTP/1 parser reads the socket handle directly, so the bytes are replayed rather than unshifted.
-        http1.emit('connection', socket);
-        socket.emit('data', seen);
+        handToHttp1(http1, socket, seen);
       }
     };
     socket.on('data', onData);

@@ -177,8 +177,8 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
   // h2c with prior knowledge (gRPC apps) shares the outbound port with HTTP/1.1.
   const outboundH2 = createH2Listener(outboundDeps, outIn);
   // Connections on either port that have not begun a request yet: the drain closes them at once.
-  const outboundWait = new FirstByteWait();
-  const outbound = createOutboundFront(outboundHttp, outboundH2.server, log, limits.keepAliveTimeoutMs, outboundWait);
+  const firstByteWait = new FirstByteWait();
+  const outbound = createOutboundFront(outboundHttp, outboundH2.server, log, limits.keepAliveTimeoutMs, firstByteWait);
   const inboundChain = {
     ...deps,
     service: me.service,
@@ -205,6 +205,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
     log,
     tcp: tunnels.tcpInbound,
     idleMs: limits.keepAliveTimeoutMs,
+    wait: firstByteWait,
   }, inboundH2.server);
   certs.credentials.subscribe(() => front.refresh());
   const inbound = front.server;
@@ -220,8 +221,7 @@ export async function startSidecar(o: SidecarOptions): Promise<Sidecar> {
       outboundH2.drain();
       inboundH2.drain();
       outboundHttp.closeIdleConnections();
-      outboundWait.closeAll();
-      front.closeWaiting();
+      firstByteWait.closeAll();
       let timer: { cancel(): void } | undefined;
       const deadline = new Promise<'timeout'>((r) => { timer = clock.setTimeout(() => r('timeout'), o.drainTimeoutMs); });
       // WebSocket and TCP tunnels get the same grace as requests, then are closed.

@@ -8,7 +8,7 @@ import { buildConnector } from 'undici';
 import type { Logger } from '../api/log.js';
 import { checkLeaf, parseSpiffeUri, uriSans } from '../certs/spiffe.js';
 import type { Credentials } from './credentials.js';
-import { FirstByteWait } from './first-byte.js';
+import { handToHttp1, type FirstByteWait } from './first-byte.js';
 import { connectGuarded } from './h2-field-guard.js';
 import type { Peer } from './exchange.js';
 import type { Telemetry } from './telemetry.js';
@@ -42,6 +42,8 @@ export interface InboundTlsDeps {
   readonly tcp?: (socket: tls.TLSSocket, peer: Peer) => void;
   /** How long a verified HTTP/1 connection may wait for its first request byte (the keep-alive idle time). */
   readonly idleMs: number;
+  /** Holds connections until their first byte; the drain closes what it holds. */
+  readonly wait: FirstByteWait;
 }
 
 function serverOptions(c: Credentials): tls.SecureContextOptions & tls.TlsOptions {
@@ -97,8 +99,8 @@ export function createInboundServer(
   app: http.Server,
   d: InboundTlsDeps,
   h2app?: http2.Http2Server,
-): { server: net.Server; refresh: () => void; closeWaiting: () => void } {
-  const wait = new FirstByteWait();
+): { server: net.Server; refresh: () => void } {
+  const wait = d.wait;
   const refused = (reason: string) => d.telemetry.tlsHandshakeErrors.labels('inbound', reason).inc();
   let creds = d.credentials();
   const tlsServer = tls.createServer({ ...(creds ? serverOptions(creds) : {}), handshakeTimeout: HANDSHAKE_TIMEOUT_MS, ALPNProtocols: [...INBOUND_ALPN] });
@@ -134,8 +136,7 @@ export function createInboundServer(
     socket.once('data', (chunk: Buffer) => {
       heard();
       socket.off('error', onError);
-      app.emit('connection', socket);
-      socket.emit('data', chunk);
+      handToHttp1(app, socket, chunk);
     });
   });
 
@@ -154,9 +155,7 @@ export function createInboundServer(
         socket.unshift(chunk);
         tlsServer.emit('connection', socket);
       } else if (d.mtls() === 'permissive') {
-        // The HTTP parser reads the socket handle directly, so the first chunk is replayed rather than unshifted.
-        app.emit('connection', socket);
-        socket.emit('data', chunk);
+        handToHttp1(app, socket, chunk);
       } else {
         refused('plaintext');
         socket.destroy();
@@ -171,8 +170,6 @@ export function createInboundServer(
       creds = d.credentials();
       if (creds) tlsServer.setSecureContext(serverOptions(creds));
     },
-    /** The drain: connections with no request begun yet (no handshake, or no byte after it) are closed now. */
-    closeWaiting: () => wait.closeAll(),
   };
 }
 
